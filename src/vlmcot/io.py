@@ -1,0 +1,67 @@
+"""Atomic, deterministic JSONL/JSON IO shared by every stage (outputs are hashed by DVC)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Any], sort_key: str | None = None) -> int:
+    """Write rows (dicts or pydantic models) atomically; sorted by ``sort_key`` for stable hashes."""
+    items = [r.model_dump(mode="json", exclude_none=True) if hasattr(r, "model_dump") else r for r in rows]
+    if sort_key is not None:
+        items.sort(key=lambda r: r[sort_key])
+    _atomic_write_text(Path(path), "".join(dumps(r) + "\n" for r in items))
+    return len(items)
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, row). A malformed line raises ValueError naming file and line."""
+    path = Path(path)
+    with path.open("r", encoding="utf-8", errors="strict") as f:
+        for i, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{i}: expected a JSON object")
+            yield i, row
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    return [row for _, row in iter_jsonl(path)]
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    _atomic_write_text(Path(path), json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))

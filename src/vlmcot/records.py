@@ -1,0 +1,130 @@
+"""The contracts between stages: VQA, SFT (LLaVA conversation), pair and candidate records.
+
+All are JSONL with image *paths* (relative to the repo root, or absolute), never image bytes.
+``validate_vqa`` checks a batch and returns the good records plus one clear error per bad record,
+so a stage can skip and count bad input instead of dying on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+QType = Literal["short", "numeric", "multiple_choice"]
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VQARecord(Record):
+    id: str = Field(min_length=1)
+    image: str = Field(min_length=1)
+    question: str
+    answer: str  # short answer; for multiple choice, the letter ("B")
+    answers: list[str] | None = None  # every annotator answer (VQA accuracy, ANLS)
+    choices: list[str] | None = None  # option texts, in letter order
+    dataset: str = Field(min_length=1)
+    qtype: QType
+    split: str = Field(min_length=1)
+    metric: str = Field(min_length=1)  # name in vlmcot.metrics registry
+    facts: dict[str, Any] | None = None  # ground truth a rationale needs (synthetic world)
+    meta: dict[str, Any] | None = None
+
+    def all_answers(self) -> list[str]:
+        return list(self.answers) if self.answers else [self.answer]
+
+
+class Turn(Record):
+    from_: Literal["human", "gpt"] = Field(alias="from")
+    value: str
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SFTRecord(Record):
+    """LLaVA conversation format, as in the released ShareGPT-4o-Reasoning files."""
+
+    id: str
+    image: str | None = None
+    conversations: list[Turn]
+    # ours, optional: where the row came from (mix bookkeeping)
+    dataset: str | None = None
+    kind: str | None = None  # format / direct / cot / general
+
+    def model_dump_llava(self) -> dict:
+        d = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return d
+
+
+class PairRecord(Record):
+    """TRL preference fields plus ours."""
+
+    id: str
+    image: str
+    prompt: str
+    chosen: str
+    rejected: str
+    answer: str
+    dataset: str
+    question: str | None = None
+    meta: dict[str, Any] | None = None
+
+
+class Candidate(Record):
+    id: str
+    sample: int
+    text: str
+    extracted: str | None
+    correct: bool
+    dataset: str
+    logprob: float | None = None
+
+
+def validate_vqa(
+    rows: Iterable[dict], check_images: bool = False, root: str | Path = "."
+) -> tuple[list[VQARecord], list[str]]:
+    """Validate raw rows; return (good records, error messages naming each bad record)."""
+    good: list[VQARecord] = []
+    errors: list[str] = []
+    seen: set[str] = set()
+    for n, row in enumerate(rows):
+        rid = row.get("id", f"<row {n}>") if isinstance(row, dict) else f"<row {n}>"
+        try:
+            rec = VQARecord.model_validate(row)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            errors.append(f"record {rid}: {where}: {first['msg']}")
+            continue
+        problem = _semantic_problem(rec, check_images, Path(root))
+        if problem is None and rec.id in seen:
+            problem = "duplicate id"
+        if problem:
+            errors.append(f"record {rec.id}: {problem}")
+            continue
+        seen.add(rec.id)
+        good.append(rec)
+    return good, errors
+
+
+def _semantic_problem(rec: VQARecord, check_images: bool, root: Path) -> str | None:
+    if not rec.question.strip():
+        return "empty question"
+    if not rec.answer.strip():
+        return "missing answer"
+    if rec.qtype == "multiple_choice":
+        if not rec.choices or len(rec.choices) < 2:
+            return "multiple-choice record without at least two choices"
+        if rec.answer not in LETTERS[: len(rec.choices)]:
+            return f"answer {rec.answer!r} is not a letter among the {len(rec.choices)} choices"
+    if check_images:
+        p = Path(rec.image)
+        p = p if p.is_absolute() else root / p
+        if not p.is_file():
+            return f"image file not found: {rec.image}"
+    return None

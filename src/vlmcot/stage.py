@@ -1,0 +1,62 @@
+"""Running a pipeline stage: load its params section, validate, track in MLflow, fail cleanly.
+
+Each module in ``vlmcot.pipeline`` defines ``SECTION`` (its params.yaml section), ``Config`` (a
+StrictModel) and ``run(cfg, tracker)``. ``stages/<name>.py`` and ``vlmcot <name>`` both call
+:func:`main`, so DVC and a user at the shell run exactly the same code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import time
+from types import ModuleType
+
+# Tiny models on 2 shared cores: torch's default thread count made steps 30x slower
+# (STACK-NOTES.md). Must be set before torch is imported anywhere.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from vlmcot.config import ConfigError, load_params, parse_section  # noqa: E402
+
+log = logging.getLogger("vlmcot")
+
+
+class StageError(RuntimeError):
+    """A failure the user can act on (too many bad records, missing input); printed without traceback."""
+
+
+def load_stage(name: str) -> ModuleType:
+    return importlib.import_module(f"vlmcot.pipeline.{name}")
+
+
+def load_config(module: ModuleType, params_path: str = "params.yaml"):
+    params = load_params(params_path)
+    if module.SECTION not in params:
+        raise ConfigError(f"{params_path}: missing section '{module.SECTION}'")
+    return parse_section(module.Config, params[module.SECTION], module.SECTION, params_path)
+
+
+def main(module: ModuleType | str, params_path: str = "params.yaml") -> int:
+    if isinstance(module, str):
+        module = load_stage(module)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        cfg = load_config(module, params_path)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from vlmcot import tracking
+
+    t0 = time.time()
+    try:
+        with tracking.stage_run(module.SECTION, cfg.model_dump(mode="json")) as tracker:
+            module.run(cfg, tracker)
+            tracker.log_metrics({"stage_wall_s": time.time() - t0})
+    except (StageError, ConfigError) as e:
+        print(f"error: {module.SECTION}: {e}", file=sys.stderr)
+        return 1
+    log.info("%s done in %.1fs", module.SECTION, time.time() - t0)
+    return 0
