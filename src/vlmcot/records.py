@@ -39,6 +39,13 @@ class VQARecord(Record):
         return list(self.answers) if self.answers else [self.answer]
 
 
+class CoTRecord(VQARecord):
+    """A VQA record with the teacher rationale that survived the correctness filter."""
+
+    cot: str  # full teacher response, ending in '### Answer: X'
+    teacher_answer: str  # what was extracted after the last marker
+
+
 class Turn(Record):
     from_: Literal["human", "gpt"] = Field(alias="from")
     value: str

@@ -60,3 +60,14 @@ def main(module: ModuleType | str, params_path: str = "params.yaml") -> int:
         return 1
     log.info("%s done in %.1fs", module.SECTION, time.time() - t0)
     return 0
+
+
+def cli_entry(name: str) -> int:
+    """Entry for ``stages/<name>.py``: the same command line as ``vlmcot <name>``."""
+    from vlmcot.cli import app
+
+    try:
+        app(args=[name, *sys.argv[1:]], prog_name=f"stages/{name}.py")
+    except SystemExit as e:  # typer/click always exit; usage errors are printed by click itself
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0

@@ -1,0 +1,128 @@
+"""Stage `mix`: the four SFT sets of the paper's Figure 5, in LLaVA conversation JSONL.
+
+- format: ``format_per_dataset`` examples per dataset, a ``format_cot_fraction`` of them in CoT form
+  and the rest direct, so a model learns both response formats and nothing else (model 1).
+- direct: format + the filtered records' short answers (model 2).
+- cot:    format + the filtered teacher rationales (model 3).
+- both:   format + direct + cot (model 4, LLaVA-Reasoner-SFT).
+Each may add the small "general" set (image descriptions; the paper's 2k instruction examples).
+The direct set uses the same records as the CoT set (the paper's "corresponding short answers").
+
+    python stages/mix.py        # or: vlmcot mix
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+from pathlib import Path
+
+from pydantic import Field
+
+from vlmcot.config import StrictModel
+from vlmcot.io import read_jsonl, write_json, write_jsonl
+from vlmcot.prompts import build_prompt, format_response
+from vlmcot.records import CoTRecord, SFTRecord, Turn, VQARecord
+
+SECTION = "mix"
+MIXES = ("format", "direct", "cot", "both")
+GENERAL_PROMPT = "Describe the image in detail."
+log = logging.getLogger(__name__)
+
+
+class Config(StrictModel):
+    # filtered CoT records from `filter`
+    cot: str = "data/filter/cot.jsonl"
+    # all prepared train records (source of the general description set)
+    records: str = "data/prepared/train.jsonl"
+    # output folder: format.jsonl, direct.jsonl, cot.jsonl, both.jsonl, general.jsonl
+    out_dir: str = "data/mix"
+    metrics: str = "metrics/mix.json"
+    # format-aligned examples per dataset (paper: 50 from each of 9 datasets = 450)
+    format_per_dataset: int = Field(50, ge=0)
+    # share of the format-aligned examples given in CoT form (the rest direct)
+    format_cot_fraction: float = Field(0.5, ge=0, le=1)
+    # add the general description set to every mix (paper: 2k general instruction examples)
+    include_general: bool = True
+    # size of the general set (0 = none)
+    general_size: int = Field(200, ge=0)
+    # seed for the format and general samples
+    seed: int = 0
+
+
+def conversation(rec: VQARecord, mode: str, rationale: str | None = None, suffix: str = "") -> SFTRecord:
+    prompt = build_prompt(rec, mode)
+    response = format_response(rationale if mode == "cot" else None, rec.answer)
+    return SFTRecord(
+        id=f"{rec.id}-{mode}{suffix}",
+        image=rec.image,
+        conversations=[Turn(**{"from": "human", "value": f"<image>\n{prompt}"}),
+                       Turn(**{"from": "gpt", "value": response})],
+        dataset=rec.dataset,
+        kind=mode,
+    )
+
+
+def general_conversation(rec: VQARecord) -> SFTRecord | None:
+    desc = (rec.meta or {}).get("description")
+    if not desc:
+        return None
+    return SFTRecord(
+        id=f"{rec.id}-general",
+        image=rec.image,
+        conversations=[Turn(**{"from": "human", "value": f"<image>\n{GENERAL_PROMPT}"}),
+                       Turn(**{"from": "gpt", "value": desc})],
+        dataset=rec.dataset,
+        kind="general",
+    )
+
+
+def build_mixes(cot: list[CoTRecord], train: list[VQARecord], cfg: Config) -> dict[str, list[SFTRecord]]:
+    rng = random.Random(cfg.seed)
+    by_ds: dict[str, list[CoTRecord]] = collections.defaultdict(list)
+    for r in sorted(cot, key=lambda r: r.id):
+        by_ds[r.dataset].append(r)
+
+    fmt: list[SFTRecord] = []
+    fmt_ids: set[str] = set()
+    for ds in sorted(by_ds):
+        pick = rng.sample(by_ds[ds], min(cfg.format_per_dataset, len(by_ds[ds])))
+        n_cot = round(len(pick) * cfg.format_cot_fraction)
+        for i, r in enumerate(pick):
+            fmt.append(conversation(r, "cot", r.cot) if i < n_cot else conversation(r, "direct"))
+            fmt_ids.add(r.id)
+
+    rest = [r for r in sorted(cot, key=lambda r: r.id) if r.id not in fmt_ids]
+    direct = [conversation(r, "direct") for r in rest]
+    cots = [conversation(r, "cot", r.cot) for r in rest]
+
+    general: list[SFTRecord] = []
+    if cfg.include_general and cfg.general_size:
+        pool = [g for g in (general_conversation(r) for r in sorted(train, key=lambda r: r.id)) if g]
+        general = rng.sample(pool, min(cfg.general_size, len(pool)))
+
+    mixes = {
+        "format": fmt + general,
+        "direct": fmt + direct + general,
+        "cot": fmt + cots + general,
+        "both": fmt + direct + cots + general,
+        "general": general,
+    }
+    return mixes
+
+
+def run(cfg: Config, tracker) -> None:
+    cot = [CoTRecord.model_validate(r) for r in read_jsonl(cfg.cot)]
+    train = [VQARecord.model_validate(r) for r in read_jsonl(cfg.records)]
+    mixes = build_mixes(cot, train, cfg)
+    out = Path(cfg.out_dir)
+    metrics: dict[str, float] = {}
+    for name, rows in mixes.items():
+        write_jsonl(out / f"{name}.jsonl", [r.model_dump_llava() for r in rows], sort_key="id")
+        metrics[f"{name}.rows"] = len(rows)
+        for kind, n in sorted(collections.Counter(r.kind for r in rows).items()):
+            metrics[f"{name}.{kind}"] = n
+    write_json(cfg.metrics, metrics)
+    tracker.log_metrics(metrics)
+    log.info("mix sizes: %s", {k: len(v) for k, v in mixes.items()})

@@ -1,0 +1,65 @@
+import collections
+
+from vlmcot.io import read_json, read_jsonl, write_jsonl
+from vlmcot.pipeline import mix
+
+
+def _cot(i, ds, mc=False):
+    r = dict(id=f"{ds}-{i:03d}", image=f"img/{ds}/{i}.png", question=f"Question {i}?",
+             answer="B" if mc else str(i), dataset=ds, qtype="multiple_choice" if mc else "numeric",
+             split="train", metric="mc_accuracy" if mc else "relaxed_accuracy",
+             cot=f"Reasoning {i}.\n\n### Answer: {'B' if mc else i}", teacher_answer="B" if mc else str(i),
+             meta={"description": f"A picture number {i}."})
+    if mc:
+        r["choices"] = ["red", "blue", "green", "gold"]
+    return r
+
+
+def _setup(tmp_path, **kw):
+    rows = [_cot(i, "chart") for i in range(30)] + [_cot(i, "sci", mc=True) for i in range(20)]
+    write_jsonl(tmp_path / "cot.jsonl", rows)
+    write_jsonl(tmp_path / "train.jsonl", [{k: v for k, v in r.items() if k not in ("cot", "teacher_answer")}
+                                           for r in rows])
+    return mix.Config(cot=str(tmp_path / "cot.jsonl"), records=str(tmp_path / "train.jsonl"),
+                      out_dir=str(tmp_path / "mix"), metrics=str(tmp_path / "mix.json"), **kw)
+
+
+def test_four_mixes_have_the_papers_composition(tmp_path, tracker):
+    cfg = _setup(tmp_path, format_per_dataset=4, format_cot_fraction=0.5, general_size=5)
+    mix.run(cfg, tracker)
+    sets = {n: read_jsonl(tmp_path / "mix" / f"{n}.jsonl") for n in ["format", "direct", "cot", "both", "general"]}
+    kinds = {n: collections.Counter(r["kind"] for r in rows) for n, rows in sets.items()}
+    assert kinds["format"] == {"cot": 4, "direct": 4, "general": 5}   # 2 datasets x 4, half CoT
+    assert kinds["direct"] == {"direct": 4 + 42, "cot": 4, "general": 5}
+    assert kinds["cot"] == {"cot": 4 + 42, "direct": 4, "general": 5}
+    assert kinds["both"] == {"direct": 46, "cot": 46, "general": 5}
+    ids = [r["id"] for r in sets["both"]]
+    assert len(ids) == len(set(ids))
+    m = read_json(cfg.metrics)
+    assert m["both.rows"] == 97
+
+
+def test_conversation_format_is_llava(tmp_path, tracker):
+    cfg = _setup(tmp_path, format_per_dataset=0, include_general=False)
+    mix.run(cfg, tracker)
+    rows = {r["id"]: r for r in read_jsonl(tmp_path / "mix" / "both.jsonl")}
+    cot = rows["sci-003-cot"]
+    human, gpt = cot["conversations"]
+    assert human["from"] == "human" and human["value"].startswith("<image>\n")
+    assert "A. red" in human["value"] and "Generate a reason first and then output a letter answer" in human["value"]
+    assert gpt == {"from": "gpt", "value": "Reasoning 3.\n\n### Answer: B"}
+    direct = rows["chart-007-direct"]
+    assert direct["conversations"][1]["value"] == "7"
+    assert "Answer the question with a short answer" in direct["conversations"][0]["value"]
+    assert set(cot) == {"id", "image", "conversations", "dataset", "kind"}
+
+
+def test_seeded_and_deterministic(tmp_path, tracker):
+    cfg = _setup(tmp_path, format_per_dataset=3, general_size=4)
+    mix.run(cfg, tracker)
+    a = (tmp_path / "mix" / "both.jsonl").read_bytes()
+    mix.run(cfg, tracker)
+    assert (tmp_path / "mix" / "both.jsonl").read_bytes() == a
+    cfg2 = _setup(tmp_path, format_per_dataset=3, general_size=4, seed=1)
+    mix.run(cfg2, tracker)
+    assert (tmp_path / "mix" / "both.jsonl").read_bytes() != a
