@@ -112,7 +112,7 @@ class HFBackend:
                 padding_side="left",
                 add_special_tokens=False,  # the chat template already wrote BOS
                 return_tensors="pt",
-            )
+            ).to(self.model.device)
             if cfg.do_sample:
                 # Seeded per batch index, so a resumed or re-batched run reproduces the same draws.
                 torch.manual_seed(cfg.seed + b)

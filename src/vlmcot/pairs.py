@@ -22,10 +22,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from vlmcot.prompts import ANSWER_MARKER, build_prompt
 from vlmcot.records import Candidate, PairRecord, VQARecord
-
-# Only used to *report* how often truncation cuts the answer line; extraction lives elsewhere.
-ANSWER_MARKER = "### Answer:"
 
 # Why a question produced no pairs, in the order they are tested.
 DROP_REASONS = ("no_record", "bad_prompt", "all_correct", "all_wrong", "below_low", "above_high", "no_distinct_pair")
@@ -33,7 +31,7 @@ DROP_REASONS = ("no_record", "bad_prompt", "all_correct", "all_wrong", "below_lo
 _WORD = re.compile(r"\S+")
 
 
-def truncate_words(text: str, n: int | None) -> str:
+def first_words(text: str, n: int | None) -> str:
     """The first ``n`` whitespace-separated words of ``text``, with the original separators between them.
 
     Newlines inside the kept prefix survive (the answer marker sits on its own line); whitespace after
@@ -92,7 +90,7 @@ def _unique_responses(cands: list[Candidate], rng: random.Random, n_words: int |
     seen: set[str] = set()
     out: list[_Resp] = []
     for c in order:
-        t = truncate_words(c.text, n_words)
+        t = first_words(c.text, n_words)
         if t in seen:
             continue
         seen.add(t)
@@ -211,13 +209,6 @@ class PairStats:
         return [{"accuracy": round(i / n, 6), "questions": q[i], "kept": k[i]} for i in range(n + 1)]
 
 
-def _default_prompt_fn() -> Callable[[VQARecord], str]:
-    # Imported lazily: vlmcot.prompts is owned by another module, and pure callers may pass their own.
-    from vlmcot.prompts import build_prompt
-
-    return lambda rec: build_prompt(rec, "cot")
-
-
 def build_pairs(
     candidates: Iterable[Candidate],
     records: Mapping[str, VQARecord],
@@ -227,21 +218,21 @@ def build_pairs(
     max_pairs_per_question: int = 3,
     truncate_words: int | None = 90,
     seed: int = 0,
+    prompt_style: str = "paper",
     prompt_fn: Callable[[VQARecord], str] | None = None,
 ) -> tuple[list[PairRecord], PairStats]:
     """Pair correct with incorrect candidates of each question; return (pairs sorted by id, stats).
 
     ``Candidate.id`` is the question id (the VQA record's id) and ``Candidate.sample`` the sample index.
-    ``prompt_fn(record)`` gives the pair's prompt; default ``vlmcot.prompts.build_prompt(record, "cot")``.
+    The pair's prompt is ``build_prompt(record, "cot", prompt_style)``, the CoT prompt the candidates
+    were sampled with (``prompt_fn(record)`` replaces it, e.g. in tests).
     A question without a record, or whose prompt cannot be built, is counted and skipped, never fatal.
     """
     if not 0.0 <= low <= high <= 1.0:
         raise ValueError(f"need 0 <= low <= high <= 1, got low={low}, high={high}")
     if max_pairs_per_question < 1:
         raise ValueError(f"max_pairs_per_question must be >= 1, got {max_pairs_per_question}")
-    n_words = truncate_words  # the parameter shadows the module function
-    trunc = globals()["truncate_words"]
-    trunc(" ", n_words)  # validates n_words early
+    first_words("", truncate_words)  # validates it before any work
 
     by_q: dict[str, list[Candidate]] = collections.defaultdict(list)
     for c in candidates:
@@ -249,7 +240,7 @@ def build_pairs(
 
     stats = PairStats()
     pairs: list[PairRecord] = []
-    get_prompt = prompt_fn
+    get_prompt = prompt_fn or (lambda rec: build_prompt(rec, "cot", prompt_style))
     for qid in sorted(by_q):
         # sort, then drop repeated sample indices, so that input order never matters
         cands_sorted = sorted(by_q[qid], key=lambda c: (c.sample, c.text, c.correct, c.extracted or ""))
@@ -279,8 +270,8 @@ def build_pairs(
             continue
 
         rng = question_rng(seed, qid)
-        good = _unique_responses([c for c in cands if c.correct], rng, n_words)
-        bad = _unique_responses([c for c in cands if not c.correct], rng, n_words)
+        good = _unique_responses([c for c in cands if c.correct], rng, truncate_words)
+        bad = _unique_responses([c for c in cands if not c.correct], rng, truncate_words)
         bad_texts = {b.text for b in bad}
         s.identical_after_truncation += sum(g.text in bad_texts for g in good)
         picked = select_pairs([g.text for g in good], [b.text for b in bad], max_pairs_per_question)
@@ -288,11 +279,7 @@ def build_pairs(
             s.dropped["no_distinct_pair"] += 1
             continue
         try:
-            if get_prompt is None:
-                get_prompt = _default_prompt_fn()
             prompt = get_prompt(rec)
-        except ImportError:
-            raise
         except Exception as e:  # one bad record never kills the run
             s.dropped["bad_prompt"] += 1
             stats.errors.append(f"question {qid}: cannot build prompt: {type(e).__name__}: {e}")

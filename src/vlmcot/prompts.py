@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
+from vlmcot.answers import split_response
 from vlmcot.records import LETTERS, VQARecord
 
 Mode = Literal["direct", "cot"]
@@ -134,10 +135,20 @@ def build_prompt(record: VQARecord, mode: Mode, style: str = "paper") -> str:
 
 
 def format_response(rationale: str | None, answer: str) -> str:
-    """The assistant turn: CoT ``"<rationale>\\n\\n### Answer: <answer>"``; direct (None) the answer."""
+    """The assistant turn: CoT ``"<rationale>\\n\\n### Answer: <answer>"``; direct (None) the answer.
+
+    A rationale that already carries an answer marker (a whole teacher reply) keeps only the text
+    before its last marker, so the turn ends in exactly one ``### Answer:`` line with ``answer``
+    (the annotation the filter matched it against) [ours: canonical answers, e.g. '12' not '12.0'].
+    """
     answer = answer.strip()
+    if not answer:
+        raise ValueError("empty answer: a response must end in an answer")
     if rationale is None:
         return answer
+    before, _ = split_response(rationale)
+    if before is not None:
+        rationale = before
     rationale = rationale.rstrip()
     if not rationale.strip():
         raise ValueError("empty rationale: pass None for a direct response")

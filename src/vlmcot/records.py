@@ -86,7 +86,7 @@ class Candidate(Record):
     id: str
     sample: int
     text: str
-    extracted: str | None
+    extracted: str | None = None  # None: no answer could be extracted
     correct: bool
     dataset: str
     logprob: float | None = None

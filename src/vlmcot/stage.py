@@ -39,21 +39,34 @@ def load_config(module: ModuleType, params_path: str = "params.yaml"):
     return parse_section(module.Config, params[module.SECTION], module.SECTION, params_path)
 
 
-def main(module: ModuleType | str, params_path: str = "params.yaml") -> int:
+def main(
+    module: ModuleType | str, params_path: str = "params.yaml", item: str | None = None, dry_run: bool = False
+) -> int:
+    """Run a stage. ``item`` selects one entry of a DVC foreach stage (``sft --mix both``); ``dry_run``
+    calls the module's ``dry_run(cfg, item)`` (print what would run) without opening an MLflow run."""
     if isinstance(module, str):
         module = load_stage(module)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         cfg = load_config(module, params_path)
+        if (item is not None or dry_run) and not hasattr(module, "dry_run"):
+            raise ConfigError(f"stage {module.SECTION} takes neither an item (--mix/--model) nor --dry-run")
+        if dry_run:
+            module.dry_run(cfg, item)
+            return 0
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from vlmcot import tracking
 
     t0 = time.time()
+    run_name = f"{module.SECTION}@{item}" if item is not None else None
     try:
-        with tracking.stage_run(module.SECTION, cfg.model_dump(mode="json")) as tracker:
-            module.run(cfg, tracker)
+        with tracking.stage_run(module.SECTION, cfg.model_dump(mode="json"), run_name=run_name) as tracker:
+            if item is not None:
+                module.run(cfg, tracker, item)
+            else:
+                module.run(cfg, tracker)
             tracker.log_metrics({"stage_wall_s": time.time() - t0})
     except (StageError, ConfigError) as e:
         print(f"error: {module.SECTION}: {e}", file=sys.stderr)

@@ -14,11 +14,16 @@ def load_model_and_processor(path_or_id: str, dtype: str = "float32", device: st
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    looks_local = path_or_id.startswith((".", "/")) or Path(path_or_id).exists() or path_or_id.count("/") != 1
-    if looks_local and not Path(path_or_id).is_dir():
+    hub_like = path_or_id.count("/") == 1 and not path_or_id.startswith((".", "/"))
+    if not Path(path_or_id).is_dir() and not hub_like:
         raise FileNotFoundError(f"model directory not found: {path_or_id} (run the stage that writes it first)")
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    model = AutoModelForImageTextToText.from_pretrained(path_or_id, dtype=torch_dtype)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(path_or_id, dtype=torch_dtype)
+    except OSError as e:
+        raise FileNotFoundError(
+            f"model {path_or_id!r} is neither a local directory nor in the hub cache (offline: HF_HUB_OFFLINE=1): {e}"
+        ) from None
     if device:
         model = model.to(device)
     processor = AutoProcessor.from_pretrained(path_or_id)

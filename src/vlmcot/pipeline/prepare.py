@@ -1,6 +1,7 @@
 """Stage `prepare`: normalise the source into VQA records + image files (paper stage 0).
 
-Embedded default: the synthetic visual-reasoning world (vlmcot.world). Writes
+Embedded default: the synthetic visual-reasoning world (vlmcot.world). Paper scale (``source: hub``):
+the real training sources and benchmarks through HF ``datasets`` adapters (vlmcot.adapters). Writes
 ``<out_dir>/train.jsonl`` and ``<out_dir>/eval.jsonl`` (sorted by id) and images under
 ``<out_dir>/images/<dataset>/``; per-dataset counts to metrics/prepare.json.
 
@@ -16,6 +17,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from vlmcot.adapters.base import LoadReport, SourceConfig, load
 from vlmcot.config import StrictModel
 from vlmcot.io import write_json, write_jsonl
 from vlmcot.records import VQARecord, validate_vqa
@@ -27,8 +29,9 @@ log = logging.getLogger(__name__)
 
 
 class Config(StrictModel):
-    # where the records come from; "synthetic" is the embedded world (HF sources: the paper profile)
-    source: Literal["synthetic"] = "synthetic"
+    # where the records come from: "synthetic" (the embedded world, offline) or "hub" (HF datasets
+    # adapters for the real sources, configs/paper.yaml; a local_path per source works offline)
+    source: Literal["synthetic", "hub"] = "synthetic"
     # output folder: train.jsonl, eval.jsonl, images/
     out_dir: str = "data/prepared"
     # flat per-dataset counts for `dvc metrics`
@@ -36,6 +39,11 @@ class Config(StrictModel):
     # fail the stage if more than this fraction of records is invalid (each one is logged and skipped)
     max_error_rate: float = Field(0.01, ge=0, le=1)
     world: WorldConfig = WorldConfig()
+    # source: hub only - each entry is a vlmcot.adapters.SourceConfig (docs/datasets.md)
+    train_sources: list[SourceConfig] = []
+    eval_sources: list[SourceConfig] = []
+    # source: hub only - fail when a source has more than this share of unusable rows
+    max_bad_fraction: float = Field(0.02, ge=0, le=1)
 
 
 def split_records(records: list[VQARecord]) -> dict[str, list[VQARecord]]:
@@ -45,9 +53,29 @@ def split_records(records: list[VQARecord]) -> dict[str, list[VQARecord]]:
     return out
 
 
+def load_hub(cfg: Config, out_dir: Path, metrics: dict[str, float]) -> list[VQARecord]:
+    """Every configured source through its adapter; train sources land in train.jsonl, benchmarks in
+    eval.jsonl whatever the source's own split name is."""
+    records: list[VQARecord] = []
+    for split, sources in (("train", cfg.train_sources), ("eval", cfg.eval_sources)):
+        for src in sources:
+            report = LoadReport()
+            for rec in load(src, out_dir / "images", report):
+                records.append(rec.model_copy(update={"split": split}))
+            report.check(cfg.max_bad_fraction)
+            metrics.update(report.as_metrics(f"source.{split}.{src.name}"))
+    return records
+
+
 def run(cfg: Config, tracker) -> None:
     out_dir = Path(cfg.out_dir)
-    records = generate(cfg.world, out_dir)
+    metrics: dict[str, float] = {}
+    if cfg.source == "synthetic":
+        records = generate(cfg.world, out_dir)
+    else:
+        if not cfg.train_sources and not cfg.eval_sources:
+            raise StageError("prepare.source is 'hub' but prepare.train_sources and prepare.eval_sources are empty")
+        records = load_hub(cfg, out_dir, metrics)
     good, errors = validate_vqa((r.model_dump(mode="json") for r in records), check_images=True)
     for e in errors[:20]:
         log.warning("skipped %s", e)
@@ -55,7 +83,7 @@ def run(cfg: Config, tracker) -> None:
     if rate > cfg.max_error_rate:
         raise StageError(f"{len(errors)}/{len(records)} invalid records (> prepare.max_error_rate="
                          f"{cfg.max_error_rate}); first: {errors[0]}")
-    metrics: dict[str, float] = {"records": len(good), "invalid": len(errors)}
+    metrics.update({"records": len(good), "invalid": len(errors)})
     for split, recs in sorted(split_records(good).items()):
         write_jsonl(out_dir / f"{split}.jsonl", recs, sort_key="id")
         for ds, n in sorted(collections.Counter(r.dataset for r in recs).items()):

@@ -1,0 +1,117 @@
+"""Evaluation: a model x {direct, CoT} x every eval dataset, scored with each record's own metric.
+
+Prompts come from :mod:`vlmcot.prompts`, answer extraction from :mod:`vlmcot.answers`, scores from
+:mod:`vlmcot.metrics` (each defined once in the project). Generation goes through a
+:class:`~vlmcot.generation.GenerationBackend`, so the same code evaluates the tiny model in-process
+and an 8B model behind vLLM.
+
+Metric keys are flat: ``<model>.<mode>.<dataset>.<metric>`` (mean score in [0, 1]), plus
+``<model>.<mode>.avg`` (macro average over datasets, as the paper's "avg" column),
+``<model>.<mode>.<dataset>.extract_fail`` and ``<model>.<mode>.extract_fail`` (extraction failure rate).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+
+from vlmcot.answers import extract
+from vlmcot.generation import GenerationBackend, GenerationConfig, GenRequest
+from vlmcot.metrics import get_metric
+from vlmcot.prompts import build_prompt
+from vlmcot.records import VQARecord
+
+MODES = ("direct", "cot")
+
+
+def make_requests(records: list[VQARecord], mode: str, style: str = "paper") -> list[GenRequest]:
+    return [GenRequest(id=r.id, image=r.image, prompt=build_prompt(r, mode, style)) for r in records]
+
+
+def score_response(record: VQARecord, mode: str, text: str) -> dict:
+    """One prediction row: the response, what was extracted, and the score under record.metric."""
+    ex = extract(text, mode)
+    metric = get_metric(record.metric)
+    score = float(metric.score(ex.answer, record.all_answers(), record.choices)) if ex.ok else 0.0
+    return {
+        "id": record.id,
+        "dataset": record.dataset,
+        "mode": mode,
+        "metric": record.metric,
+        "response": text,
+        "extracted": ex.answer,
+        "extract_ok": ex.ok,
+        "extract_reason": ex.reason,
+        "answer": record.answer,
+        "score": score,
+    }
+
+
+def evaluate(
+    backend: GenerationBackend,
+    records: list[VQARecord],
+    gen: GenerationConfig,
+    modes: Iterable[str] = MODES,
+    style: str = "paper",
+) -> list[dict]:
+    """Generate and score every record under every mode; one prediction row per (record, mode)."""
+    rows: list[dict] = []
+    for mode in modes:
+        outputs = backend.generate(make_requests(records, mode, style), gen)
+        for rec, out in zip(records, outputs, strict=True):
+            row = score_response(rec, mode, out.texts[0])
+            row["num_tokens"] = out.num_tokens[0]
+            rows.append(row)
+    return rows
+
+
+def summarize(rows: list[dict], model: str) -> dict[str, float]:
+    """Flat metrics from prediction rows (see the module docstring for the keys)."""
+    by: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        by[(r["mode"], r["dataset"])].append(r)
+    out: dict[str, float] = {}
+    per_mode: dict[str, list[float]] = defaultdict(list)
+    fails: dict[str, list[bool]] = defaultdict(list)
+    for (mode, ds), rs in sorted(by.items()):
+        metric = rs[0]["metric"]
+        acc = statistics.fmean(r["score"] for r in rs)
+        out[f"{model}.{mode}.{ds}.{metric}"] = acc
+        out[f"{model}.{mode}.{ds}.extract_fail"] = statistics.fmean(0.0 if r["extract_ok"] else 1.0 for r in rs)
+        out[f"{model}.{mode}.{ds}.n"] = len(rs)
+        per_mode[mode].append(acc)
+        fails[mode].extend(not r["extract_ok"] for r in rs)
+    for mode, accs in per_mode.items():
+        out[f"{model}.{mode}.avg"] = statistics.fmean(accs)
+        out[f"{model}.{mode}.extract_fail"] = statistics.fmean(float(f) for f in fails[mode])
+        toks = [r.get("num_tokens", 0) for r in rows if r["mode"] == mode]
+        out[f"{model}.{mode}.mean_tokens"] = statistics.fmean(toks) if toks else 0.0
+    return out
+
+
+def table_rows(metrics: dict[str, float]) -> tuple[list[str], list[tuple[str, str, dict[str, float]]]]:
+    """Parse flat metrics into (datasets, [(model, mode, {dataset: score, "avg": score})])."""
+    cells: dict[tuple[str, str], dict[str, float]] = {}
+    datasets: set[str] = set()
+    for key, v in metrics.items():
+        parts = key.split(".")
+        if len(parts) == 3 and parts[2] == "avg":
+            cells.setdefault((parts[0], parts[1]), {})["avg"] = v
+        elif len(parts) == 4 and parts[3] not in ("extract_fail", "n"):
+            cells.setdefault((parts[0], parts[1]), {})[parts[2]] = v
+            datasets.add(parts[2])
+    return sorted(datasets), [(m, mode, c) for (m, mode), c in cells.items()]
+
+
+def markdown_table(metrics: dict[str, float], model_order: list[str] | None = None) -> str:
+    """The paper's Table 2 layout: rows model x prompt, columns datasets + avg, scores in percent."""
+    datasets, rows = table_rows(metrics)
+    order = {m: i for i, m in enumerate(model_order or [])}
+    rows.sort(key=lambda r: (order.get(r[0], len(order)), r[0], MODES.index(r[1]) if r[1] in MODES else 9))
+    head = ["model", "prompt", *datasets, "avg"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, mode, c in rows:
+        vals = [f"{100 * c[d]:.1f}" if d in c else "-" for d in [*datasets, "avg"]]
+        lines.append("| " + " | ".join([model, "CoT" if mode == "cot" else mode, *vals]) + " |")
+    return "\n".join(lines) + "\n"

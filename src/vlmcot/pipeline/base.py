@@ -1,0 +1,228 @@
+"""Stage `base` (embedded scale only): the tiny LLaVA learns to see, the stand-in for a pretrained VLM.
+
+Trains a BPE tokenizer on the world's train text, builds a tiny LlavaForConditionalGeneration from
+params, and pretrains it on image -> description (``meta["description"]`` of every train image, the
+general instruction prompt of the mix stage). It never sees a QA format: that is what SFT teaches.
+Reports how well it learned to read: exact match and per-fact recall of greedy descriptions of eval
+images. At paper scale this stage is skipped and ``sft.base_model`` names a hub model instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import statistics
+from pathlib import Path
+
+from pydantic import Field
+
+from vlmcot.config import StrictModel, save_resolved
+from vlmcot.generation import GenerationConfig, GenRequest, HFBackend
+from vlmcot.io import read_jsonl, write_json, write_jsonl
+from vlmcot.models import TinyLlavaConfig, build_processor, build_tiny_llava, count_parameters, train_bpe_tokenizer
+from vlmcot.pipeline.mix import GENERAL_PROMPT
+from vlmcot.prompts import ANSWER_MARKER, COT_MC, COT_SHORT, DIRECT_MC, DIRECT_SHORT, format_options
+from vlmcot.records import VQARecord
+from vlmcot.training.sft import TrainConfig, config_hash, train_sft
+
+log = logging.getLogger(__name__)
+
+SECTION = "base"
+
+
+class Config(StrictModel):
+    # False at paper scale: the stage only records that it was skipped (sft.base_model is a hub id)
+    enabled: bool = True
+    # train records; their images and meta.description are the pretraining data
+    records: str = "data/prepared/train.jsonl"
+    # eval records; their images measure description accuracy
+    eval_records: str = "data/prepared/eval.jsonl"
+    # where the model + processor are saved (save_pretrained layout)
+    out_dir: str = "models/base"
+    # checkpoints for resume (not a DVC output; wiped when the config changes)
+    checkpoint_dir: str = "models/checkpoints/base"
+    # description accuracy and training stats
+    metrics: str = "metrics/base.json"
+    # generated eval descriptions, one JSON row per image
+    predictions: str = "data/base/descriptions.jsonl"
+    # image paths in records are relative to this folder
+    root: str = "."
+    # sizes of the tiny LLaVA
+    model: TinyLlavaConfig = TinyLlavaConfig()
+    # BPE merges kept only for pairs seen at least this often
+    tokenizer_min_frequency: int = Field(2, ge=1)
+    # trainer settings for description pretraining
+    train: TrainConfig = TrainConfig()
+    # eval images described for the accuracy report (0: skip)
+    eval_images: int = Field(200, ge=0)
+    # decoding for the description report
+    generation: GenerationConfig = GenerationConfig(max_new_tokens=160, batch_size=64)
+
+
+def tokenizer_corpus(records: list[VQARecord]) -> list[str]:
+    """The world's train text plus every fixed string the pipeline writes (prompts, marker, headers)."""
+    texts = ["USER:\nASSISTANT:\n", GENERAL_PROMPT, ANSWER_MARKER, DIRECT_SHORT, DIRECT_MC, COT_SHORT, COT_MC]
+    for r in records:
+        texts.append(r.question)
+        texts.append(r.answer)
+        if r.choices:
+            texts.append(format_options(r.choices))
+        desc = (r.meta or {}).get("description")
+        if isinstance(desc, str):
+            texts.append(desc)
+    return texts
+
+
+def description_rows(records: list[VQARecord], root: str) -> tuple[list[dict], list[str]]:
+    """One conversation per distinct image: the general prompt -> its description."""
+    from vlmcot.training.data import sft_rows
+
+    seen: set[str] = set()
+    convs, errors = [], []
+    for r in sorted(records, key=lambda r: r.id):
+        desc = (r.meta or {}).get("description")
+        if not isinstance(desc, str) or not desc.strip():
+            errors.append(f"record {r.id}: no meta.description")
+            continue
+        if r.image in seen:
+            continue
+        seen.add(r.image)
+        convs.append(
+            {
+                "id": r.id,
+                "image": r.image,
+                "conversations": [
+                    {"from": "human", "value": f"<image>\n{GENERAL_PROMPT}"},
+                    {"from": "gpt", "value": desc.strip()},
+                ],
+            }
+        )
+    rows, bad = sft_rows(convs, root)
+    return rows, errors + bad
+
+
+# Facts are the clauses of a description: "From top to bottom: oat is 3, nut is 9 and bean is 2."
+# gives "from top to bottom", "oat is 3", "nut is 9", "bean is 2".
+_FACT_SPLIT_RE = re.compile(r"[.;:!?,]\s+|\s+and\s+|\n+")
+
+
+def _norm(s: str) -> str:
+    return " ".join(s.lower().split()).rstrip(".;")
+
+
+def facts(description: str) -> list[str]:
+    """A description split into its facts (clauses), normalised."""
+    return [f for f in (_norm(p) for p in _FACT_SPLIT_RE.split(description.strip())) if f]
+
+
+def description_scores(prediction: str, reference: str) -> dict[str, float]:
+    """exact: whole description equal; fact_recall: share of reference facts stated verbatim;
+    value_recall: the same over facts holding a number (what reading the image takes, no boilerplate)."""
+    ref, pred = facts(reference), set(facts(prediction))
+    values = [f for f in ref if any(c.isdigit() for c in f)]
+    return {
+        "exact": float(_norm(prediction) == _norm(reference)),
+        "fact_recall": sum(f in pred for f in ref) / len(ref) if ref else 0.0,
+        "value_recall": sum(f in pred for f in values) / len(values) if values else 1.0,
+    }
+
+
+def load_records(path: str) -> list[VQARecord]:
+    from vlmcot.records import validate_vqa
+    from vlmcot.stage import StageError
+
+    if not Path(path).is_file():
+        raise StageError(f"{path} not found (run the prepare stage first)")
+    good, errors = validate_vqa(read_jsonl(path))
+    for e in errors[:10]:
+        log.warning("%s: %s", path, e)
+    if errors and len(errors) > 0.01 * (len(good) + len(errors)):
+        raise StageError(f"{path}: {len(errors)} bad records (first: {errors[0]})")
+    return good
+
+
+def run(cfg: Config, tracker) -> None:
+    from vlmcot.stage import StageError
+
+    if not cfg.enabled:
+        # Paper scale: a pretrained VLM replaces this stage. Keep the DVC outputs so the DAG stays valid.
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out_dir) / "SKIPPED").write_text("base.enabled is false: sft.base_model names the model\n")
+        write_jsonl(cfg.predictions, [])
+        write_json(cfg.metrics, {"skipped": 1})
+        return
+    train = load_records(cfg.records)
+    rows, errors = description_rows(train, cfg.root)
+    if errors:
+        log.warning("base: %d records skipped (first: %s)", len(errors), errors[0])
+    if not rows:
+        raise StageError(f"{cfg.records}: no record with an image and meta.description to pretrain on")
+
+    tokenizer = train_bpe_tokenizer(
+        tokenizer_corpus(train), vocab_size=cfg.model.vocab_size, min_frequency=cfg.tokenizer_min_frequency
+    )
+    processor = build_processor(tokenizer, cfg.model.image_size, cfg.model.patch_size)
+    model = build_tiny_llava(cfg.model, tokenizer)
+    n_params = count_parameters(model)
+    log.info("tiny LLaVA: %d parameters, vocab %d, %d description rows", n_params, len(tokenizer), len(rows))
+
+    stats = train_sft(
+        model,
+        processor,
+        rows,
+        cfg.train,
+        cfg.out_dir,
+        cfg.checkpoint_dir,
+        run_hash=config_hash(cfg, [r["id"] for r in rows]),
+        report_to=["mlflow"],
+        run_name="base",
+    )
+    save_resolved(cfg, Path(cfg.out_dir) / "vlmcot_config.json")
+
+    metrics: dict[str, float] = {
+        "params": n_params,
+        "vocab": len(tokenizer),
+        "train_rows": len(rows),
+        "train_steps": stats.get("global_step", 0),
+        "train_loss": stats.get("train_loss", 0.0),
+        "train_runtime_s": stats.get("train_runtime", 0.0),
+    }
+    if cfg.eval_images:
+        metrics.update(describe_eval(cfg, model, processor))
+    write_json(cfg.metrics, metrics)
+    tracker.log_metrics({f"base.{k}": v for k, v in metrics.items()})
+    log.info("base: %s", metrics)
+
+
+def describe_eval(cfg: Config, model, processor) -> dict[str, float]:
+    """Greedy descriptions of up to ``eval_images`` distinct eval images, scored against the truth."""
+    records = load_records(cfg.eval_records)
+    seen, picked = set(), []
+    for r in sorted(records, key=lambda r: r.id):
+        desc = (r.meta or {}).get("description")
+        if r.image in seen or not isinstance(desc, str):
+            continue
+        seen.add(r.image)
+        picked.append(r)
+        if len(picked) >= cfg.eval_images:
+            break
+    backend = HFBackend(model, processor, root=cfg.root)
+    outs = backend.generate([GenRequest(r.id, r.image, GENERAL_PROMPT) for r in picked], cfg.generation)
+    preds = []
+    for r, o in zip(picked, outs, strict=True):
+        s = description_scores(o.texts[0], r.meta["description"])
+        preds.append({"id": r.id, "dataset": r.dataset, "image": r.image, "prediction": o.texts[0],
+                      "reference": r.meta["description"], **s})
+    write_jsonl(cfg.predictions, preds, sort_key="id")
+    out = {
+        "desc.exact": statistics.fmean(p["exact"] for p in preds) if preds else 0.0,
+        "desc.fact_recall": statistics.fmean(p["fact_recall"] for p in preds) if preds else 0.0,
+        "desc.value_recall": statistics.fmean(p["value_recall"] for p in preds) if preds else 0.0,
+        "desc.n": len(preds),
+    }
+    for ds in sorted({p["dataset"] for p in preds}):
+        ps = [p for p in preds if p["dataset"] == ds]
+        out[f"desc.{ds}.fact_recall"] = statistics.fmean(p["fact_recall"] for p in ps)
+        out[f"desc.{ds}.value_recall"] = statistics.fmean(p["value_recall"] for p in ps)
+        out[f"desc.{ds}.exact"] = statistics.fmean(p["exact"] for p in ps)
+    return out

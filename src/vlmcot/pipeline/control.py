@@ -1,0 +1,144 @@
+"""Stage `control`: the baselines a DPO gain must beat, trained for as many steps as DPO took.
+
+    python stages/control.py --item cont_sft   # continued SFT on the "both" mix from the SFT model
+    python stages/control.py --item rft        # SFT on the SFT model's own correct samples (RFT / STaR)
+
+A DVC foreach (control@cont_sft, control@rft). Both start from ``sft_model`` and train with the SFT
+engineer's wrapper (vlmcot.training.sft.train_sft) for ``train.max_steps`` steps, or, when that is
+<= 0, for the ``global_step`` recorded in ``steps_from`` (the DPO stage's metrics): the same compute
+as DPO. Outputs ``<out_dir>/<item>`` (model + processor + resolved config) and
+``<metrics_dir>/<item>.json``. Evaluate them as more models of the evaluate stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from vlmcot.config import ConfigError, StrictModel, save_resolved
+from vlmcot.io import read_json, read_jsonl, write_json
+from vlmcot.training.sft import TrainConfig, config_hash
+
+log = logging.getLogger(__name__)
+
+SECTION = "control"
+ITEMS = ("cont_sft", "rft")
+
+
+class Config(StrictModel):
+    # the SFT model both controls continue from (the DPO stage's starting point)
+    sft_model: str = "models/sft/both"
+    # continued SFT data: the "both" mix (LLaVA conversation JSONL)
+    mix: str = "data/mix/both.jsonl"
+    # RFT data: candidates sampled from the SFT model on the DPO source questions
+    candidates: str = "data/sample/train/candidates.jsonl"
+    # the VQA records those candidates answer
+    records: str = "data/prepared/train.jsonl"
+    # RFT: at most this many distinct correct samples per question (pairs uses up to 3 pairs)
+    rft_max_per_question: int = Field(3, ge=1)
+    # RFT: truncate samples to this many words like the pairs (null: keep whole responses)
+    rft_truncate_words: int | None = Field(None, ge=1)
+    # seeds the per-question choice of RFT samples
+    seed: int = 0
+    # prompt layout of the RFT rows; must be the one `sample` used
+    prompt_style: str = "paper"
+    # when train.max_steps <= 0: train for the global_step recorded in this JSON (DPO's metrics)
+    steps_from: str | None = "metrics/dpo.json"
+    # models go to <out_dir>/<item>
+    out_dir: str = "models/control"
+    # checkpoints (resume) in <checkpoint_dir>/<item>
+    checkpoint_dir: str = "models/checkpoints/control"
+    # stats go to <metrics_dir>/<item>.json
+    metrics_dir: str = "metrics/control"
+    # image paths are relative to this folder
+    root: str = "."
+    # weights dtype when loading
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    # fail if more than this share of rows is malformed
+    max_bad_rate: float = Field(0.01, ge=0, le=1)
+    # trainer settings shared by both controls (max_steps <= 0: match DPO's steps)
+    train: TrainConfig = TrainConfig(learning_rate=1e-4, max_steps=-1, per_device_train_batch_size=16)
+
+
+def _item(item: str | None) -> str:
+    if item not in ITEMS:
+        raise ConfigError(f"control: pass --item, one of {list(ITEMS)} (got {item!r})")
+    return item
+
+
+def steps(cfg: Config) -> int:
+    from vlmcot.stage import StageError
+
+    if cfg.train.max_steps > 0:
+        return cfg.train.max_steps
+    if not cfg.steps_from:
+        raise ConfigError("control: set control.train.max_steps > 0 or control.steps_from")
+    p = Path(cfg.steps_from)
+    if not p.is_file():
+        raise StageError(f"{p} not found (run the dpo stage first, or set control.train.max_steps)")
+    n = int(read_json(p).get("global_step", 0))
+    if n <= 0:
+        raise StageError(f"{p}: no positive global_step to match")
+    return n
+
+
+def conversations(cfg: Config, item: str) -> list[dict]:
+    """The item's LLaVA rows: the mix (cont_sft) or the correct own samples (rft)."""
+    from vlmcot.pipeline.pairs import read_candidates
+    from vlmcot.records import validate_vqa
+    from vlmcot.stage import StageError
+    from vlmcot.training.rft import rft_conversations
+
+    if item == "cont_sft":
+        if not Path(cfg.mix).is_file():
+            raise StageError(f"{cfg.mix} not found (run the mix stage first)")
+        return read_jsonl(cfg.mix)
+    for p in (cfg.candidates, cfg.records):
+        if not Path(p).is_file():
+            raise StageError(f"{p} not found (run sample@train and prepare first)")
+    cands, errors = read_candidates(cfg.candidates)
+    if errors and len(errors) > cfg.max_bad_rate * (len(cands) + len(errors)):
+        raise StageError(f"{cfg.candidates}: {len(errors)} malformed rows (first: {errors[0]})")
+    records, _ = validate_vqa(read_jsonl(cfg.records))
+    rows, stats = rft_conversations(cands, {r.id: r for r in records}, cfg.rft_max_per_question, cfg.seed,
+                                    cfg.prompt_style, cfg.rft_truncate_words)
+    log.info("rft data: %s", stats)
+    if not rows:
+        raise StageError(f"{cfg.candidates}: no correct sample to fine-tune on")
+    return rows
+
+
+def dry_run(cfg: Config, item: str | None) -> None:
+    item = _item(item)
+    print(f"control {item}: from {cfg.sft_model}, {steps(cfg)} steps -> {Path(cfg.out_dir) / item}")
+
+
+def run(cfg: Config, tracker, item: str | None = None) -> None:
+    from vlmcot.models import load_model_and_processor
+    from vlmcot.stage import StageError
+    from vlmcot.training.data import sft_rows
+    from vlmcot.training.sft import train_sft
+
+    item = _item(item)
+    tracker.set_tags({"control": item})
+    n_steps = steps(cfg)
+    raw = conversations(cfg, item)
+    rows, errors = sft_rows(raw, cfg.root)
+    for e in errors[:10]:
+        log.warning("%s: %s", item, e)
+    if not rows or len(errors) > cfg.max_bad_rate * len(raw):
+        raise StageError(f"control {item}: {len(errors)} of {len(raw)} rows unusable (first: {errors[:1]})")
+    train_cfg = cfg.train.model_copy(update={"max_steps": n_steps})
+    model, processor = load_model_and_processor(cfg.sft_model, dtype=cfg.dtype)
+    out = Path(cfg.out_dir) / item
+    stats = train_sft(model, processor, rows, train_cfg, out, Path(cfg.checkpoint_dir) / item,
+                      run_hash=config_hash(cfg, train_cfg, item, [r["id"] for r in rows]), report_to=["mlflow"],
+                      run_name=f"control-{item}")
+    save_resolved(cfg, out / "vlmcot_config.json")
+    stats.update(rows=len(rows), bad_rows=len(errors), matched_steps=n_steps)
+    metrics = {k: float(v) for k, v in stats.items() if isinstance(v, (int, float))}
+    write_json(Path(cfg.metrics_dir) / f"{item}.json", metrics)
+    tracker.log_metrics({f"control.{item}.{k}": v for k, v in metrics.items()})

@@ -1,0 +1,151 @@
+"""Stage `dpo`: TRL DPOTrainer from the SFT model on its own correct/incorrect pairs (paper section 3.3).
+
+    python stages/dpo.py             # same as: vlmcot dpo
+    python stages/dpo.py --dry-run   # resolved config and, when distributed, the launch command
+
+The policy starts from ``sft_model``; the reference is a second, frozen load of the same weights. The
+vision tower and projector are frozen (paper). Saves model + processor + the resolved config
+(``vlmcot_config.json``) to ``out_dir``, training stats to ``metrics``, and the Trainer's curves (loss,
+rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies) into this stage's MLflow run.
+With ``launch.num_processes > 1`` training re-launches under ``accelerate launch`` (paper: 8 GPUs,
+DeepSpeed ZeRO-2: configs/accelerate/zero2.yaml + train.deepspeed: configs/deepspeed/zero2.json).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from vlmcot.config import StrictModel, save_resolved
+from vlmcot.io import read_jsonl, write_json
+from vlmcot.pipeline.sft import LaunchConfig
+from vlmcot.training.dpo import DPOTrainConfig
+from vlmcot.training.sft import config_hash
+
+log = logging.getLogger(__name__)
+
+SECTION = "dpo"
+WORKER_ENV = "VLMCOT_DPO_WORKER"  # set in processes started by accelerate launch
+
+
+class Config(StrictModel):
+    # the SFT model: DPO's starting point and its frozen reference (paper: the "both" model)
+    sft_model: str = "models/sft/both"
+    # preference pairs from the pairs stage
+    pairs: str = "data/pairs/pairs.jsonl"
+    # the DPO model (save_pretrained layout + vlmcot_config.json)
+    out_dir: str = "models/dpo"
+    # checkpoints for resume (not a DVC output; wiped when the config changes)
+    checkpoint_dir: str = "models/checkpoints/dpo"
+    # training stats (steps, final loss, reward margins) for `dvc metrics`
+    metrics: str = "metrics/dpo.json"
+    # image paths in pairs are relative to this folder
+    root: str = "."
+    # weights dtype when loading (paper: bfloat16)
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    # fail the stage if more than this share of pairs is malformed
+    max_bad_rate: float = Field(0.01, ge=0, le=1)
+    # trainer settings (paper: lr 5e-7, beta 0.1, sigmoid, batch 32, 1 epoch, cosine, warmup 0.03)
+    train: DPOTrainConfig = DPOTrainConfig()
+    # process launch (single process on CPU; 8 under accelerate + DeepSpeed ZeRO-2 at paper scale)
+    launch: LaunchConfig = LaunchConfig()
+
+
+def launch_command(cfg: Config, config_path: str) -> list[str]:
+    exe = Path(sys.executable).parent / "accelerate"
+    cmd = [str(exe) if exe.exists() else "accelerate", "launch"]
+    if cfg.launch.accelerate_config:
+        cmd += ["--config_file", cfg.launch.accelerate_config]
+    cmd += ["--num_processes", str(cfg.launch.num_processes)]
+    if cfg.launch.main_process_port:
+        cmd += ["--main_process_port", str(cfg.launch.main_process_port)]
+    return cmd + ["-m", "vlmcot.pipeline.dpo", config_path]
+
+
+def dry_run(cfg: Config, item: str | None) -> None:
+    print(json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=True))
+    if cfg.launch.num_processes > 1:
+        print(shlex.join(launch_command(cfg, str(Path(cfg.out_dir) / "launch_config.json"))))
+    else:
+        print(f"# single process: trains in-process, writes {cfg.out_dir}")
+
+
+def load_rows(cfg: Config) -> tuple[list[dict], int]:
+    from vlmcot.stage import StageError
+    from vlmcot.training.dpo import dpo_rows
+
+    if not Path(cfg.pairs).is_file():
+        raise StageError(f"{cfg.pairs} not found (run the pairs stage first)")
+    raw = read_jsonl(cfg.pairs)
+    rows, errors = dpo_rows(raw, cfg.root)
+    for e in errors[:10]:
+        log.warning("%s: %s", cfg.pairs, e)
+    if not rows:
+        raise StageError(f"{cfg.pairs}: no usable pairs ({len(raw)} rows; see metrics/pairs.json for why)")
+    if len(errors) > cfg.max_bad_rate * len(raw):
+        raise StageError(f"{cfg.pairs}: {len(errors)} of {len(raw)} pairs unusable (first: {errors[0]})")
+    return rows, len(errors)
+
+
+def train(cfg: Config, report_to: list[str]) -> dict[str, float]:
+    """Load policy + reference, train, save. Runs on every process of a distributed launch."""
+    from vlmcot.models import load_model_and_processor
+    from vlmcot.training.dpo import train_dpo
+
+    rows, bad = load_rows(cfg)
+    policy, processor = load_model_and_processor(cfg.sft_model, dtype=cfg.dtype)
+    ref, _ = load_model_and_processor(cfg.sft_model, dtype=cfg.dtype)  # a separate object (TRL requires it)
+    stats = train_dpo(policy, ref, processor, rows, cfg.train, cfg.out_dir, cfg.checkpoint_dir,
+                      run_hash=config_hash(cfg, [r["id"] for r in rows]), report_to=report_to, run_name="dpo")
+    stats["pairs"] = len(rows)
+    stats["bad_pairs"] = bad
+    return stats
+
+
+def run(cfg: Config, tracker) -> None:
+    from vlmcot.stage import StageError
+
+    out = Path(cfg.out_dir)
+    if cfg.launch.num_processes > 1 and not os.environ.get(WORKER_ENV):
+        out.mkdir(parents=True, exist_ok=True)
+        cfg_path = out / "launch_config.json"
+        cfg_path.write_text(json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+        cmd = launch_command(cfg, str(cfg_path))
+        log.info("launching: %s", shlex.join(cmd))
+        env = {**os.environ, WORKER_ENV: "1", "MLFLOW_RUN_ID": tracker.run_id}
+        if subprocess.run(cmd, env=env, check=False).returncode != 0:
+            raise StageError(f"distributed DPO failed (command: {shlex.join(cmd)})")
+        stats = json.loads((out / "train_stats.json").read_text())
+    else:
+        stats = train(cfg, report_to=["mlflow"])
+    save_resolved(cfg, out / "vlmcot_config.json")
+    metrics = {k: float(v) for k, v in stats.items() if isinstance(v, (int, float))}
+    write_json(cfg.metrics, metrics)
+    tracker.log_metrics({f"dpo.{k}": v for k, v in metrics.items()})
+
+
+def worker_main(config_path: str) -> int:
+    """Entry of each process under ``accelerate launch``: train, rank 0 writes the stats."""
+    import torch.distributed as dist
+
+    from vlmcot.tracking import configure
+
+    configure()
+    cfg = Config.model_validate(json.loads(Path(config_path).read_text()))
+    stats = train(cfg, report_to=["mlflow"])
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        write_json(Path(cfg.out_dir) / "train_stats.json", stats)
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    sys.exit(worker_main(sys.argv[1]))

@@ -1,0 +1,192 @@
+"""Stage `rerank`: the DPO model as a verifier of the SFT model's samples (paper 5.2, Figures 6 and 7).
+
+    python stages/rerank.py          # same as: vlmcot rerank
+
+For every held-out candidate (``sample@eval``) the reward is r(y) = beta * sum over response tokens of
+log pi_dpo - log pi_sft (vlmcot.logprobs, teacher-forced, batched). Then, per dataset, accuracy at
+N = 1, 2, 4, ... of self-consistency (majority vote), best-of-N, weighted voting and the oracle
+(pass@N) via vlmcot.rerank.rerank_curves. Writes:
+
+- ``rewards``: one row per candidate (id, sample, logp_dpo, logp_sft, reward, tokens);
+- ``<plots_dir>/rerank_<dataset>.csv``: columns n, majority, best_of_n, weighted, oracle (DVC plots);
+- ``metrics``: ``<dataset>.<method>.n<N>`` and ``avg.<method>.n<N>`` (macro average over datasets).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from vlmcot.config import StrictModel
+from vlmcot.io import read_jsonl, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+SECTION = "rerank"
+
+
+class Config(StrictModel):
+    # candidates sampled from the SFT model on eval questions (sample@eval)
+    candidates: str = "data/sample/eval/candidates.jsonl"
+    # the VQA records they answer
+    records: str = "data/prepared/eval.jsonl"
+    # the verifier: the DPO model
+    policy: str = "models/dpo"
+    # its reference: the SFT model the candidates came from
+    reference: str = "models/sft/both"
+    # reward scale (the DPO beta; it rescales rewards, which matters for softmax weighting only)
+    beta: float = Field(0.1, gt=0)
+    # weighted voting: softmax of rewards / temperature, rank weights, or raw rewards
+    weighting: Literal["softmax", "rank", "raw"] = "softmax"
+    # softmax temperature for weighted voting
+    temperature: float = Field(1.0, gt=0)
+    # random subsets of size N averaged per question and N (one when N is all candidates)
+    n_subsets: int = Field(16, ge=1)
+    # seeds the subsets
+    seed: int = 0
+    # the N values (None: 1, 2, 4, ... up to the candidates per question)
+    ns: list[int] | None = None
+    # score EOS too (the model's decision to stop is part of the response)
+    include_eos: bool = True
+    # prompt layout the candidates were sampled with
+    prompt_style: str = "paper"
+    # an answer is correct when it scores at least this under the record's metric
+    min_score: float = Field(1.0, ge=0, le=1)
+    # sequences per teacher-forced forward
+    batch_size: int = Field(32, ge=1)
+    # per-candidate rewards
+    rewards: str = "data/rerank/rewards.jsonl"
+    # curve CSVs: <plots_dir>/rerank_<dataset>.csv
+    plots_dir: str = "metrics/plots"
+    # accuracy at each N per method per dataset
+    metrics: str = "metrics/rerank.json"
+    # image paths are relative to this folder
+    root: str = "."
+    # weights dtype
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    # fail if more than this share of candidate rows is malformed
+    max_bad_rate: float = Field(0.01, ge=0, le=1)
+
+
+def candidate_rewards(cfg: Config, cands, records) -> list[dict]:
+    """One row per scorable candidate: summed log-probs under DPO and SFT and the reward."""
+    from vlmcot.logprobs import ScoreRequest, response_logprobs
+    from vlmcot.models import load_model_and_processor
+    from vlmcot.prompts import build_prompt
+
+    prompts = {qid: build_prompt(rec, "cot", cfg.prompt_style) for qid, rec in records.items()}
+    reqs = [ScoreRequest(f"{c.id}#{c.sample}", records[c.id].image, prompts[c.id], c.text) for c in cands]
+    totals = {}
+    for name, path in (("dpo", cfg.policy), ("sft", cfg.reference)):
+        model, processor = load_model_and_processor(path, dtype=cfg.dtype)
+        outs = response_logprobs(model, processor, reqs, batch_size=cfg.batch_size, root=cfg.root,
+                                 include_eos=cfg.include_eos, progress=True)
+        totals[name] = [(o.total, len(o.token_ids)) for o in outs]
+        del model
+    rows = []
+    for c, (lp_dpo, n), (lp_sft, _) in zip(cands, totals["dpo"], totals["sft"], strict=True):
+        rows.append({"id": c.id, "sample": c.sample, "dataset": c.dataset, "extracted": c.extracted,
+                     "correct": c.correct, "logp_dpo": lp_dpo, "logp_sft": lp_sft,
+                     "reward": cfg.beta * (lp_dpo - lp_sft), "tokens": n})
+    return rows
+
+
+def curves_by_dataset(cfg: Config, rows: list[dict], records) -> dict[str, dict[str, dict[int, float]]]:
+    from vlmcot.metrics import get_metric
+    from vlmcot.rerank import Question, rerank_curves
+
+    by_q: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_q[r["id"]].append(r)
+    by_ds: dict[str, list[Question]] = defaultdict(list)
+    for qid in sorted(by_q):
+        rs = sorted(by_q[qid], key=lambda r: r["sample"])
+        rec = records[qid]
+        metric = get_metric(rec.metric)
+
+        def is_correct(a: str, rec=rec, metric=metric) -> bool:
+            return float(metric.score(a, rec.all_answers(), rec.choices)) >= cfg.min_score
+
+        by_ds[rec.dataset].append(Question(qid, [r["extracted"] for r in rs], [r["reward"] for r in rs], is_correct))
+    out = {}
+    for ds in sorted(by_ds):
+        qs = by_ds[ds]
+        ns = cfg.ns
+        if ns is not None:
+            n_min = min(len(q.answers) for q in qs)
+            ns = [n for n in ns if n <= n_min]
+        out[ds] = rerank_curves(qs, ns=ns, n_subsets=cfg.n_subsets, seed=cfg.seed, weighting=cfg.weighting,
+                                temperature=cfg.temperature)
+    return out
+
+
+def write_curve_csv(path: Path, curves: dict[str, dict[int, float]]) -> None:
+    """Wide CSV: one row per N, one column per method (what `dvc plots` draws as lines)."""
+    methods = sorted(curves)
+    ns = sorted({n for c in curves.values() for n in c})
+    lines = [",".join(["n", *methods])]
+    for n in ns:
+        lines.append(",".join([str(n), *(f"{curves[m][n]:.6f}" for m in methods)]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def flat_metrics(curves: dict[str, dict[str, dict[int, float]]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    per: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for ds, c in curves.items():
+        for m, pts in c.items():
+            for n, acc in pts.items():
+                out[f"{ds}.{m}.n{n}"] = round(acc, 6)
+                per[(m, n)].append(acc)
+    for (m, n), accs in sorted(per.items()):
+        if len(accs) == len(curves):  # average only where every dataset has the point
+            out[f"avg.{m}.n{n}"] = round(statistics.fmean(accs), 6)
+    return out
+
+
+def run(cfg: Config, tracker) -> None:
+    from vlmcot.pipeline.pairs import read_candidates
+    from vlmcot.records import validate_vqa
+    from vlmcot.stage import StageError
+
+    for p in (cfg.candidates, cfg.records):
+        if not Path(p).is_file():
+            raise StageError(f"input not found: {p} (run sample@eval / prepare first)")
+    for p in (cfg.policy, cfg.reference):
+        if not Path(p).is_dir():
+            raise StageError(f"model not found: {p}")
+    cands, errors = read_candidates(cfg.candidates)
+    records, _ = validate_vqa(read_jsonl(cfg.records))
+    recs = {r.id: r for r in records}
+    missing = [c for c in cands if c.id not in recs]
+    if missing:
+        log.warning("%d candidates answer no known record (first: %s); skipped", len(missing), missing[0].id)
+    bad = len(errors) + len(missing)
+    if bad > cfg.max_bad_rate * max(1, len(cands) + len(errors)):
+        raise StageError(f"{cfg.candidates}: {bad} unusable candidate rows (first: {(errors or [missing[0].id])[0]})")
+    cands = [c for c in cands if c.id in recs]
+    if not cands:
+        raise StageError(f"{cfg.candidates}: no candidates to rerank")
+    rows = candidate_rewards(cfg, cands, recs)
+    write_jsonl(cfg.rewards, rows)
+    curves = curves_by_dataset(cfg, rows, recs)
+    for ds, c in curves.items():
+        path = Path(cfg.plots_dir) / f"rerank_{ds}.csv"
+        write_curve_csv(path, c)
+        tracker.log_artifact(path, "plots")
+    metrics = flat_metrics(curves)
+    # how well the reward alone separates correct from wrong candidates (mean reward gap)
+    for ds in sorted({r["dataset"] for r in rows}):
+        good = [r["reward"] for r in rows if r["dataset"] == ds and r["correct"]]
+        badr = [r["reward"] for r in rows if r["dataset"] == ds and not r["correct"]]
+        if good and badr:
+            metrics[f"{ds}.reward_gap"] = round(statistics.fmean(good) - statistics.fmean(badr), 6)
+    write_json(cfg.metrics, metrics)
+    tracker.log_metrics(metrics)
+    log.info("rerank: %s", {k: v for k, v in metrics.items() if k.startswith("avg.")})

@@ -1,0 +1,208 @@
+"""Stage `sample`: N candidates per question from the SFT model, scored (paper section 3.3).
+
+    python stages/sample.py --item train     # same as: vlmcot sample --item train
+
+A DVC foreach: ``sample@train`` samples the DPO source questions (pairs are built from them),
+``sample@eval`` samples held-out eval questions for the ``rerank`` stage (and any other item in
+``items``, e.g. a ``tune`` slice of train the pairs never saw). Writes
+``<out_dir>/<item>/candidates.jsonl`` (one :class:`~vlmcot.records.Candidate` per row, sorted by
+question id and sample index) and ``<metrics_dir>/sample_<item>.json``. Interruptible: finished
+chunks live in ``candidates.partial.jsonl`` beside the output until the stage completes (see
+vlmcot.sampling), so a rerun after a crash continues where it stopped and writes identical output.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from vlmcot.config import ConfigError, StrictModel
+from vlmcot.generation import GenerationConfig
+from vlmcot.io import read_jsonl, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+SECTION = "sample"
+
+
+class ItemConfig(StrictModel):
+    """Which questions one foreach item samples."""
+
+    # VQA records to sample questions from
+    records: str = "data/prepared/train.jsonl"
+    # only these datasets (None: all in the records)
+    datasets: list[str] | None = None
+    # per dataset, skip the first `offset` questions by id (a disjoint slice for tuning)
+    offset: int = Field(0, ge=0)
+    # per dataset, then take at most this many questions by id (None: all)
+    max_per_dataset: int | None = Field(None, ge=1)
+    # candidates per question (None: the section's num_samples)
+    num_samples: int | None = Field(None, ge=1)
+
+
+class Config(StrictModel):
+    # model that samples: the SFT model trained on both CoT and direct data
+    model: str = "models/sft/both"
+    # foreach items: name -> question selection (train: DPO sources; eval: rerank questions)
+    items: dict[str, ItemConfig] = {
+        # synth_doc left out on purpose: DPO's effect on a dataset that supplied no pairs
+        "train": ItemConfig(records="data/prepared/train.jsonl", datasets=["synth_chart", "synth_geo", "synth_sci"]),
+        "eval": ItemConfig(records="data/prepared/eval.jsonl"),
+    }
+    # candidates go to <out_dir>/<item>/candidates.jsonl
+    out_dir: str = "data/sample"
+    # metrics go to <metrics_dir>/sample_<item>.json
+    metrics_dir: str = "metrics"
+    # candidates per question (paper: 32)
+    num_samples: int = Field(32, ge=1)
+    # sampling temperature for short-answer and numeric questions (paper: 1.0)
+    temperature_short: float = Field(1.0, gt=0)
+    # sampling temperature for multiple-choice questions (paper: 1.2)
+    temperature_mc: float = Field(1.2, gt=0)
+    # nucleus mass (1.0: plain sampling, as the paper)
+    top_p: float = Field(1.0, gt=0, le=1)
+    # longest response in tokens (CoT answers peak near 100 tokens)
+    max_new_tokens: int = Field(160, ge=1)
+    # questions per generate call (each returns num_samples sequences)
+    batch_size: int = Field(8, ge=1)
+    # questions per durable chunk (a kill loses at most one chunk of work)
+    chunk_size: int = Field(32, ge=1)
+    # seeds every chunk's draws together with the chunk index
+    seed: int = 0
+    # prompt layout (vlmcot.prompts.PROMPT_STYLES); pairs.prompt_style must match
+    prompt_style: str = "paper"
+    # a candidate is correct when its score under the record's metric reaches this (1.0: full credit)
+    min_score: float = Field(1.0, ge=0, le=1)
+    # generation backend: hf (transformers in-process) or vllm (paper scale; needs the vllm package)
+    backend: Literal["hf", "vllm"] = "hf"
+    # weights dtype (paper scale: bfloat16)
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    # image paths in records are relative to this folder
+    root: str = "."
+    # fail the stage if more than this share of records is malformed
+    max_bad_rate: float = Field(0.01, ge=0, le=1)
+
+    @field_validator("items")
+    @classmethod
+    def _names(cls, v: dict[str, ItemConfig]) -> dict[str, ItemConfig]:
+        for name in v:
+            if not name or "/" in name or "." in name:
+                raise ValueError(f"item name {name!r} must be non-empty without '/' or '.'")
+        return v
+
+
+def _item(cfg: Config, item: str | None) -> str:
+    if not item:
+        raise ConfigError(f"sample: which item? pass --item, one of {sorted(cfg.items)}")
+    if item not in cfg.items:
+        raise ConfigError(f"sample.items: no item named {item!r} (have {sorted(cfg.items)})")
+    return item
+
+
+def paths(cfg: Config, item: str) -> tuple[Path, Path, Path]:
+    """(candidates, partial file, metrics) of one item."""
+    out = Path(cfg.out_dir) / item
+    return out / "candidates.jsonl", out / "candidates.partial.jsonl", Path(cfg.metrics_dir) / f"sample_{item}.json"
+
+
+def select_questions(spec: ItemConfig, max_bad_rate: float):
+    """The item's questions: valid records, sorted by id, dataset filter, then offset/max per dataset."""
+    from vlmcot.records import validate_vqa
+    from vlmcot.stage import StageError
+
+    if not Path(spec.records).is_file():
+        raise StageError(f"{spec.records} not found (run the prepare stage first)")
+    raw = read_jsonl(spec.records)
+    good, errors = validate_vqa(raw)
+    for e in errors[:10]:
+        log.warning("%s: %s", spec.records, e)
+    if errors and len(errors) > max_bad_rate * len(raw):
+        raise StageError(f"{spec.records}: {len(errors)} of {len(raw)} records malformed (first: {errors[0]})")
+    good.sort(key=lambda r: r.id)
+    if spec.datasets is not None:
+        missing = sorted(set(spec.datasets) - {r.dataset for r in good})
+        if missing:
+            log.warning("%s: no records for datasets %s", spec.records, missing)
+        good = [r for r in good if r.dataset in spec.datasets]
+    seen: Counter = Counter()
+    kept = []
+    for r in good:
+        k = seen[r.dataset]
+        seen[r.dataset] += 1
+        if k < spec.offset:
+            continue
+        if spec.max_per_dataset is not None and k >= spec.offset + spec.max_per_dataset:
+            continue
+        kept.append(r)
+    if not kept:
+        raise StageError(f"{spec.records}: no questions left after the dataset/offset/max filters")
+    return kept
+
+
+def make_backend(cfg: Config):
+    """The generation backend named by ``backend``."""
+    from vlmcot.stage import StageError
+
+    if cfg.backend == "vllm":
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            raise StageError("sample.backend is 'vllm' but the vllm package is not installed "
+                             "(pip install vllm on a GPU machine, or set sample.backend: hf)") from None
+        raise StageError("sample.backend 'vllm': the vLLM backend is not implemented yet (use hf)")
+    from vlmcot.generation import HFBackend
+    from vlmcot.models import load_model_and_processor
+
+    model, processor = load_model_and_processor(cfg.model, dtype=cfg.dtype)
+    return HFBackend(model, processor, root=cfg.root, progress=False)
+
+
+def spec_for(cfg: Config, item: str):
+    from vlmcot.sampling import SamplingSpec
+
+    it = cfg.items[item]
+    return SamplingSpec(
+        num_samples=it.num_samples or cfg.num_samples,
+        temperature_short=cfg.temperature_short,
+        temperature_mc=cfg.temperature_mc,
+        generation=GenerationConfig(max_new_tokens=cfg.max_new_tokens, top_p=cfg.top_p, batch_size=cfg.batch_size),
+        seed=cfg.seed,
+        chunk_size=cfg.chunk_size,
+        prompt_style=cfg.prompt_style,
+        min_score=cfg.min_score,
+    )
+
+
+def dry_run(cfg: Config, item: str | None) -> None:
+    item = _item(cfg, item)
+    out, partial, metrics = paths(cfg, item)
+    qs = select_questions(cfg.items[item], cfg.max_bad_rate)
+    n = cfg.items[item].num_samples or cfg.num_samples
+    print(f"sample {item}: {len(qs)} questions x {n} from {cfg.model} -> {out} (partial: {partial}), {metrics}")
+
+
+def run(cfg: Config, tracker, item: str | None = None) -> None:
+    from vlmcot.sampling import sample_questions, summarize
+
+    item = _item(cfg, item)
+    out, partial, metrics_path = paths(cfg, item)
+    tracker.set_tags({"item": item})
+    questions = select_questions(cfg.items[item], cfg.max_bad_rate)
+    spec = spec_for(cfg, item)
+    log.info("sampling %d questions x %d candidates from %s", len(questions), spec.num_samples, cfg.model)
+    backend = make_backend(cfg)
+    res = sample_questions(backend, questions, spec, partial, model_name=cfg.model,
+                           on_chunk=lambda k, n: tracker.log_metrics({"chunks_done": k + 1}, step=k))
+    write_jsonl(out, res.candidates)  # already sorted by (id, sample)
+    rate = res.generated / res.seconds if res.seconds > 0 else 0.0
+    metrics = summarize(res.candidates, rate)
+    metrics["all.resumed_chunks"] = res.resumed_chunks
+    write_json(metrics_path, metrics)
+    partial.unlink(missing_ok=True)  # the output is complete: nothing left to resume
+    tracker.log_metrics(metrics)
+    tracker.log_artifact(metrics_path)
+    log.info("sample %s: %s", item, metrics)

@@ -1,0 +1,188 @@
+"""Stage `sft`: one TRL SFTTrainer run per mix (format / direct / CoT / both), the paper's models 1-4.
+
+    python stages/sft.py --mix both            # same as: vlmcot sft --mix both
+    python stages/sft.py --mix both --dry-run  # print the launch command and resolved config only
+
+Each run starts from ``base_model`` (the embedded ``base`` stage's output, or a hub id such as the
+paper's LLaMA3-LLaVA-NeXT-8B), trains with assistant-only loss, and saves model + processor + the
+resolved config to ``<out_dir>/<mix>``. With ``launch.num_processes > 1`` the stage re-launches the
+training under ``accelerate launch`` (DeepSpeed ZeRO-3 at paper scale); rank 0 logs into this stage's
+MLflow run (MLFLOW_RUN_ID is handed down).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from vlmcot.config import StrictModel, save_resolved
+from vlmcot.io import read_jsonl, write_json
+from vlmcot.training.sft import TrainConfig, config_hash
+
+log = logging.getLogger(__name__)
+
+SECTION = "sft"
+WORKER_ENV = "VLMCOT_SFT_WORKER"  # set in processes started by accelerate launch
+
+
+class LaunchConfig(StrictModel):
+    """How training processes are started."""
+
+    num_processes: int = Field(1, ge=1)  # > 1: re-launch under `accelerate launch` (paper: 8 GPUs)
+    accelerate_config: str | None = None  # accelerate YAML (configs/accelerate/zero3.yaml at paper scale)
+    main_process_port: int | None = None  # torch.distributed rendezvous port; None: accelerate's default
+
+
+class Config(StrictModel):
+    # model to fine-tune: a local save_pretrained folder or a hub id (paper: lmms-lab/llama3-llava-next-8b)
+    base_model: str = "models/base"
+    # folder with <mix>.jsonl files in LLaVA conversation format (the mix stage's output)
+    mix_dir: str = "data/mix"
+    # mixes this section may train (the DVC foreach items)
+    mixes: list[str] = ["format", "direct", "cot", "both"]
+    # models are saved to <out_dir>/<mix>
+    out_dir: str = "models/sft"
+    # checkpoints (resume after a crash) in <checkpoint_dir>/<mix>; not a DVC output
+    checkpoint_dir: str = "models/checkpoints/sft"
+    # training stats per mix: <metrics_dir>/<mix>.json
+    metrics_dir: str = "metrics/sft"
+    # image paths in the mix files are relative to this folder
+    root: str = "."
+    # weights dtype when loading the base model (paper: bfloat16)
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    # fail the stage if more than this share of mix rows is malformed
+    max_bad_rate: float = Field(0.01, ge=0, le=1)
+    # trainer settings (the paper's: lr 5e-6, vision 5e-7, batch 32, 1 epoch, cosine, warmup 0.03)
+    train: TrainConfig = TrainConfig()
+    # process launch (single process on CPU; 8 under accelerate + DeepSpeed at paper scale)
+    launch: LaunchConfig = LaunchConfig()
+
+
+def _check_mix(cfg: Config, mix: str | None) -> str:
+    from vlmcot.config import ConfigError
+
+    if not mix:
+        raise ConfigError(f"sft: which mix? pass --mix, one of {cfg.mixes}")
+    if mix not in cfg.mixes:
+        raise ConfigError(f"sft.mixes: mix {mix!r} not listed (have {cfg.mixes})")
+    return mix
+
+
+def resolved(cfg: Config, mix: str) -> dict:
+    """Everything one run needs, as written beside the checkpoint and handed to worker processes."""
+    return {"mix": mix, "config": cfg.model_dump(mode="json")}
+
+
+def launch_command(cfg: Config, config_path: str) -> list[str]:
+    """The ``accelerate launch`` command that runs :func:`worker_main` on every process."""
+    # the venv's own `accelerate` (beside this python), so the launched processes import this install
+    exe = Path(sys.executable).parent / "accelerate"
+    cmd = [str(exe) if exe.exists() else "accelerate", "launch"]
+    if cfg.launch.accelerate_config:
+        cmd += ["--config_file", cfg.launch.accelerate_config]
+    cmd += ["--num_processes", str(cfg.launch.num_processes)]
+    if cfg.launch.main_process_port:
+        cmd += ["--main_process_port", str(cfg.launch.main_process_port)]
+    cmd += ["-m", "vlmcot.pipeline.sft", config_path]
+    return cmd
+
+
+def _paths(cfg: Config, mix: str) -> tuple[Path, Path, Path, Path]:
+    out = Path(cfg.out_dir) / mix
+    return Path(cfg.mix_dir) / f"{mix}.jsonl", out, Path(cfg.checkpoint_dir) / mix, Path(cfg.metrics_dir) / f"{mix}.json"
+
+
+def dry_run(cfg: Config, item: str | None) -> None:
+    """Print what ``run`` would do: the resolved config and, when distributed, the exact command."""
+    mix = _check_mix(cfg, item)
+    _, out, _, _ = _paths(cfg, mix)
+    print(json.dumps(resolved(cfg, mix), indent=2, sort_keys=True))
+    if cfg.launch.num_processes > 1:
+        print(shlex.join(launch_command(cfg, str(out / "launch_config.json"))))
+    else:
+        print(f"# single process: trains in-process, writes {out}")
+
+
+def train_mix(cfg: Config, mix: str, report_to: list[str]) -> dict[str, float]:
+    """Load the base model and the mix, train, save. Runs on every process of a distributed launch."""
+    from vlmcot.models import load_model_and_processor
+    from vlmcot.stage import StageError
+    from vlmcot.training.data import sft_rows
+    from vlmcot.training.sft import train_sft
+
+    mix_path, out, ckpt, _ = _paths(cfg, mix)
+    if not mix_path.is_file():
+        raise StageError(f"{mix_path} not found (run the mix stage first)")
+    raw = read_jsonl(mix_path)
+    rows, errors = sft_rows(raw, cfg.root)
+    for e in errors[:10]:
+        log.warning("%s: %s", mix_path, e)
+    if not rows or len(errors) > cfg.max_bad_rate * len(raw):
+        raise StageError(f"{mix_path}: {len(errors)} of {len(raw)} rows unusable (first: {errors[:1]})")
+    model, processor = load_model_and_processor(cfg.base_model, dtype=cfg.dtype)
+    stats = train_sft(
+        model,
+        processor,
+        rows,
+        cfg.train,
+        out,
+        ckpt,
+        run_hash=config_hash(cfg, mix, [r["id"] for r in rows]),
+        report_to=report_to,
+        run_name=f"sft-{mix}",
+    )
+    stats["rows"] = len(rows)
+    stats["bad_rows"] = len(errors)
+    return stats
+
+
+def run(cfg: Config, tracker, item: str | None = None) -> None:
+    from vlmcot.stage import StageError
+
+    mix = _check_mix(cfg, item)
+    _, out, _, metrics_path = _paths(cfg, mix)
+    tracker.set_tags({"mix": mix})
+    if cfg.launch.num_processes > 1 and not os.environ.get(WORKER_ENV):
+        out.mkdir(parents=True, exist_ok=True)
+        cfg_path = out / "launch_config.json"
+        cfg_path.write_text(json.dumps(resolved(cfg, mix), indent=2, sort_keys=True) + "\n")
+        cmd = launch_command(cfg, str(cfg_path))
+        log.info("launching: %s", shlex.join(cmd))
+        env = {**os.environ, WORKER_ENV: "1", "MLFLOW_RUN_ID": tracker.run_id}
+        if subprocess.run(cmd, env=env).returncode != 0:
+            raise StageError(f"distributed training of mix {mix!r} failed (command: {shlex.join(cmd)})")
+        stats = json.loads((out / "train_stats.json").read_text())
+    else:
+        stats = train_mix(cfg, mix, report_to=["mlflow"])
+    save_resolved(cfg, out / "vlmcot_config.json")
+    metrics = {k: float(v) for k, v in stats.items() if isinstance(v, (int, float))}
+    write_json(metrics_path, metrics)
+    tracker.log_metrics({f"sft.{mix}.{k}": v for k, v in metrics.items()})
+
+
+def worker_main(config_path: str) -> int:
+    """Entry of each process under ``accelerate launch``: train, rank 0 writes the stats."""
+    import torch.distributed as dist
+
+    from vlmcot.tracking import configure
+
+    configure()
+    spec = json.loads(Path(config_path).read_text())
+    cfg = Config.model_validate(spec["config"])
+    stats = train_mix(cfg, spec["mix"], report_to=["mlflow"])
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        write_json(Path(cfg.out_dir) / spec["mix"] / "train_stats.json", stats)
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    sys.exit(worker_main(sys.argv[1]))

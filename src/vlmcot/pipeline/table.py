@@ -1,0 +1,61 @@
+"""Stage `table`: gather every model's evaluation into metrics/eval.json and the paper's Table 2.
+
+Rows are model x prompt (direct, CoT), columns the eval datasets plus the macro average, in percent.
+Only this small stage reruns when one model's evaluation changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from vlmcot.config import StrictModel
+from vlmcot.io import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+SECTION = "table"
+
+
+class Config(StrictModel):
+    # per-model metrics written by the evaluate stage: <metrics_dir>/<model>.json
+    metrics_dir: str = "metrics/eval"
+    # models in row order (the paper's: format only, direct only, CoT only, both)
+    models: list[str] = ["format", "direct", "cot", "both"]
+    # row labels in the markdown table (model name -> label); missing names print as is
+    labels: dict[str, str] = {
+        "format": "1 format only",
+        "direct": "2 direct only",
+        "cot": "3 CoT only",
+        "both": "4 both (SFT)",
+    }
+    # all models' metrics merged (dvc metrics)
+    out_json: str = "metrics/eval.json"
+    # the Table 2 markdown
+    out_md: str = "metrics/table2.md"
+
+
+def run(cfg: Config, tracker) -> None:
+    from vlmcot.evaluation import markdown_table
+    from vlmcot.stage import StageError
+
+    merged: dict[str, float] = {}
+    for name in cfg.models:
+        path = Path(cfg.metrics_dir) / f"{name}.json"
+        if not path.is_file():
+            raise StageError(f"{path} not found (run: dvc repro evaluate@{name})")
+        for k, v in read_json(path).items():
+            merged[k] = v
+    labelled = {}
+    for k, v in merged.items():
+        model, rest = k.split(".", 1)
+        labelled[f"{cfg.labels.get(model, model)}.{rest}"] = v
+    md = "# Table 2 (embedded run): accuracy in percent\n\n" + markdown_table(
+        labelled, [cfg.labels.get(m, m) for m in cfg.models]
+    )
+    write_json(cfg.out_json, merged)
+    Path(cfg.out_md).parent.mkdir(parents=True, exist_ok=True)
+    Path(cfg.out_md).write_text(md)
+    tracker.log_text(md, "table2.md")
+    tracker.log_metrics(merged)
+    log.info("\n%s", md)

@@ -1,0 +1,124 @@
+"""Durable, append-only cache of teacher replies, so an interrupted distillation resumes where it stopped.
+
+One JSONL file (``replies.jsonl``) in the cache dir, which dvc.yaml declares as a ``persist: true``
+output: DVC neither deletes it before a run nor after a failed one. Each line is one completed request,
+keyed by :func:`request_key` (a hash of model + prompt + image bytes + generation params), written with
+flush + fsync before the request counts as done. A ``kill -9`` can at worst leave one torn last line:
+it is ignored on load and cut off before the next append, so it never glues onto a good line. When a
+key appears twice (a re-requested failure), the last line wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CACHE_FILE = "replies.jsonl"
+KEY_VERSION = 1  # bump when the request layout changes meaning without changing its fields
+
+
+def request_key(fields: dict[str, Any]) -> str:
+    """sha256 over the canonical JSON of everything that decides the reply (never the API key)."""
+    blob = json.dumps({"v": KEY_VERSION, **fields}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class ReplyCache:
+    """Map request key -> cached entry (a dict with at least ``key``), backed by an append-only JSONL."""
+
+    def __init__(self, cache_dir: str | Path):
+        self.dir = Path(cache_dir)
+        self.path = self.dir / CACHE_FILE
+        self.entries: dict[str, dict] = {}
+        self.skipped_lines = 0  # torn or corrupt lines ignored on load
+        self._fh = None
+        self._truncate_to: int | None = None  # set by _load when the file ends in a torn line
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        good_end = 0  # byte offset just past the last complete, parseable line
+        pos = 0
+        while pos < len(data):
+            nl = data.find(b"\n", pos)
+            if nl == -1:  # no newline: the torn tail of a killed write
+                self.skipped_lines += 1
+                log.warning("%s: ignoring a torn last line (%d bytes) left by an interrupted run", self.path, len(data) - pos)
+                break
+            line = data[pos:nl].strip()
+            pos = nl + 1
+            if not line:
+                good_end = pos
+                continue
+            try:
+                entry = json.loads(line)
+                key = entry["key"]
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                self.skipped_lines += 1
+                log.warning("%s: ignoring a corrupt line ending at byte %d", self.path, pos)
+                good_end = pos  # a complete (newline-ended) bad line is harmless to keep
+                continue
+            self.entries[key] = entry
+            good_end = pos
+        self._truncate_to = good_end if good_end < len(data) else None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.entries
+
+    def get(self, key: str) -> dict | None:
+        return self.entries.get(key)
+
+    def _open(self):
+        if self._fh is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if self._truncate_to is not None:
+                # Cut the torn tail so the next line starts on a fresh line.
+                with self.path.open("r+b") as f:
+                    f.truncate(self._truncate_to)
+                    f.flush()
+                    os.fsync(f.fileno())
+                self._truncate_to = None
+            self._fh = self.path.open("a", encoding="utf-8", newline="\n")
+        return self._fh
+
+    def append_many(self, entries: Iterable[dict]) -> None:
+        """Append entries and fsync once: each is durable when this returns (group commit).
+
+        The runner calls this from a worker thread with whatever completed while the previous write
+        was syncing, so one fsync covers several replies on a slow disk and none waits for another's.
+        """
+        entries = list(entries)
+        if not entries:
+            return
+        fh = self._open()
+        fh.write("".join(json.dumps(e, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n" for e in entries))
+        fh.flush()
+        os.fsync(fh.fileno())
+        for e in entries:
+            self.entries[e["key"]] = e
+
+    def append(self, entry: dict) -> None:
+        self.append_many([entry])
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> ReplyCache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

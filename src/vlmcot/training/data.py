@@ -1,0 +1,68 @@
+"""Turning LLaVA conversation records into the rows TRL's vision SFT collator reads.
+
+LLaVA rows carry ``<image>`` inside the first human turn; TRL wants ``{"images": [...], "messages":
+[...]}`` with plain-text turns, and puts one image placeholder before the first user message itself.
+A bad row (no turns, roles out of order, image missing on disk) is skipped and reported by id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from vlmcot.models.tokenizer import IMAGE_TOKEN
+
+ROLES = {"human": "user", "gpt": "assistant"}
+
+
+def llava_to_messages(conversations: list[dict]) -> list[dict]:
+    """``[{"from": "human", "value": "<image>\\nQ"}, {"from": "gpt", ...}]`` -> chat messages without <image>."""
+    messages = []
+    for i, turn in enumerate(conversations):
+        role = ROLES.get(turn.get("from"))
+        if role is None:
+            raise ValueError(f"turn {i}: unknown speaker {turn.get('from')!r} (expected 'human' or 'gpt')")
+        expected = "user" if i % 2 == 0 else "assistant"
+        if role != expected:
+            raise ValueError(f"turn {i}: expected a {expected} turn, got {role}")
+        text = str(turn.get("value", ""))
+        if role == "user":
+            text = text.replace(IMAGE_TOKEN + "\n", "").replace(IMAGE_TOKEN, "").strip()
+        if not text.strip():
+            raise ValueError(f"turn {i}: empty {role} text")
+        messages.append({"role": role, "content": text})
+    if not messages or messages[-1]["role"] != "assistant":
+        raise ValueError("conversation must end with an assistant (gpt) turn")
+    return messages
+
+
+def sft_rows(records: Iterable[dict], root: str | Path = ".") -> tuple[list[dict], list[str]]:
+    """(rows for TRL, one error message per skipped record naming its id)."""
+    root = Path(root)
+    rows, errors = [], []
+    for n, rec in enumerate(records):
+        rid = rec.get("id", f"<row {n}>")
+        try:
+            messages = llava_to_messages(rec.get("conversations") or [])
+            image = rec.get("image")
+            if not image:
+                raise ValueError("no image (the tiny pipeline trains image-grounded rows only)")
+            p = Path(image)
+            p = p if p.is_absolute() else root / p
+            if not p.is_file():
+                raise ValueError(f"image file not found: {image}")
+        except ValueError as e:
+            errors.append(f"record {rid}: {e}")
+            continue
+        # characters as a cheap length proxy, for the length-grouped sampler
+        length = sum(len(m["content"]) for m in messages)
+        rows.append({"id": rid, "images": [str(p)], "messages": messages, "length": length})
+    return rows, errors
+
+
+def to_dataset(rows: list[dict]):
+    """A ``datasets.Dataset`` whose images decode lazily from their paths (cheap to build)."""
+    from datasets import Dataset, Image, Sequence
+
+    ds = Dataset.from_list(rows)
+    return ds.cast_column("images", Sequence(Image()))

@@ -1,0 +1,201 @@
+"""Direct preference optimisation of a VLM with TRL's DPOTrainer (paper section 3.3, the DPO stage).
+
+:func:`train_dpo` trains a policy from the SFT model against a frozen, separate copy of the same SFT
+model (TRL 1.16 refuses ``ref_model is model``), with the vision tower and projector frozen as in the
+paper, sigmoid loss summed over response tokens, and optionally an SFT (NLL) term on the chosen
+response (RPO-style: ``loss_type: [sigmoid, sft]`` with ``loss_weights``). It reuses the SFT wrapper's
+checkpoint handling (resume only into an identical run) and logs into the stage's MLflow run.
+
+Measured pitfalls on this stack (STACK-NOTES.md): bf16 must be off on CPU; DPOConfig turns gradient
+checkpointing on by default (off here: tiny models do not need it); there is no max_prompt_length, so
+responses are truncated upstream (pairs stage, 90 words); precompute_ref_log_probs raises for images.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from vlmcot.config import StrictModel
+from vlmcot.training.sft import prepare_checkpoint_dir
+
+log = logging.getLogger(__name__)
+
+LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "sft", "sigmoid_norm", "apo_zero", "apo_down")
+
+
+class DPOTrainConfig(StrictModel):
+    """DPOTrainer settings (params.yaml ``dpo.train``); names follow TRL's DPOConfig."""
+
+    beta: float = Field(0.1, gt=0)  # KL strength; paper: 0.1
+    loss_type: list[Literal[LOSS_TYPES]] = ["sigmoid"]  # paper: sigmoid; add "sft" for an NLL term on chosen
+    loss_weights: list[float] | None = None  # one weight per loss_type (None: all 1.0)
+    learning_rate: float = Field(5e-7, gt=0)  # paper: 5e-7
+    num_train_epochs: float = Field(1.0, gt=0)  # paper: 1 epoch
+    max_steps: int = -1  # > 0 overrides num_train_epochs
+    per_device_train_batch_size: int = Field(8, ge=1)  # pairs per device step; paper: 1 per GPU
+    gradient_accumulation_steps: int = Field(1, ge=1)  # paper: 4 (8 GPUs x 1 x 4 = 32)
+    lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"  # paper: cosine
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)  # paper: 0.03
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_length: int | None = Field(512, ge=16)  # prompt + response tokens incl. image tokens
+    freeze_vision_tower: bool = True  # paper: frozen during DPO
+    freeze_projector: bool = True  # paper: frozen during DPO
+    bf16: bool = False  # paper: bf16 on GPUs; must be False on CPU
+    gradient_checkpointing: bool = False  # TRL's default is True; only worth it at paper scale
+    logging_steps: int = Field(10, ge=1)  # loss, rewards, margins to MLflow every N steps
+    save_steps: int = Field(200, ge=1)  # checkpoint every N steps (resume after a crash)
+    save_total_limit: int = Field(1, ge=1)
+    keep_checkpoints: bool = False  # False: delete the checkpoint dir once the model is saved
+    dataloader_num_workers: int = Field(0, ge=0)
+    deepspeed: str | None = None  # DeepSpeed JSON (paper: configs/deepspeed/zero2.json); None on CPU
+    seed: int = 0  # data order
+
+    @model_validator(mode="after")
+    def _weights(self) -> DPOTrainConfig:
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            raise ValueError(f"loss_weights has {len(self.loss_weights)} entries for {len(self.loss_type)} loss types")
+        return self
+
+
+def dpo_rows(pairs: list[dict], root: str | Path = ".") -> tuple[list[dict], list[str]]:
+    """Pair records -> TRL conversational preference rows ``{images, prompt, chosen, rejected}``.
+
+    A pair with a missing image or empty side is skipped, with one error naming its id.
+    """
+    root = Path(root)
+    rows, errors = [], []
+    for n, p in enumerate(pairs):
+        pid = p.get("id", f"<row {n}>")
+        try:
+            for key in ("prompt", "chosen", "rejected", "image"):
+                if not isinstance(p.get(key), str) or not p[key].strip():
+                    raise ValueError(f"empty or missing {key!r}")
+            if p["chosen"] == p["rejected"]:
+                raise ValueError("chosen and rejected are the same text")
+            img = Path(p["image"])
+            img = img if img.is_absolute() else root / img
+            if not img.is_file():
+                raise ValueError(f"image file not found: {p['image']}")
+        except ValueError as e:
+            errors.append(f"pair {pid}: {e}")
+            continue
+        rows.append({
+            "id": pid,
+            "images": [str(img)],
+            "prompt": [{"role": "user", "content": p["prompt"]}],
+            "chosen": [{"role": "assistant", "content": p["chosen"]}],
+            "rejected": [{"role": "assistant", "content": p["rejected"]}],
+        })
+    return rows, errors
+
+
+def freeze(model, vision_tower: bool, projector: bool) -> list[str]:
+    """Turn off gradients of the vision tower and/or projector; return the frozen module names."""
+    frozen = []
+    inner = model.model
+    for name, flag in (("vision_tower", vision_tower), ("multi_modal_projector", projector)):
+        if flag:
+            for p in getattr(inner, name).parameters():
+                p.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
+def dpo_config(cfg: DPOTrainConfig, output_dir: str | Path, report_to: list[str] | None = None, run_name: str = "dpo"):
+    from trl import DPOConfig
+
+    return DPOConfig(
+        output_dir=str(output_dir),
+        run_name=run_name,
+        beta=cfg.beta,
+        loss_type=list(cfg.loss_type),
+        loss_weights=cfg.loss_weights,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        max_length=cfg.max_length,
+        bf16=cfg.bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        dataloader_pin_memory=False,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        deepspeed=cfg.deepspeed,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to=report_to if report_to is not None else [],
+        disable_tqdm=False,
+        save_only_model=False,
+    )
+
+
+def train_dpo(
+    model,
+    ref_model,
+    processor,
+    rows: list[dict],
+    cfg: DPOTrainConfig,
+    output_dir: str | Path,
+    checkpoint_dir: str | Path,
+    run_hash: str,
+    report_to: list[str] | None = None,
+    run_name: str = "dpo",
+    callbacks: list | None = None,
+) -> dict[str, float]:
+    """DPO ``model`` on ``rows`` (see :func:`dpo_rows`) against ``ref_model``; save model + processor.
+
+    ``ref_model`` must be a separate object holding the same (SFT) weights; it is put in eval mode
+    with every gradient off. Returns the trainer's final metrics plus ``global_step``.
+    """
+    from trl import DPOTrainer
+
+    from vlmcot.training.data import to_dataset
+
+    if ref_model is model:
+        raise ValueError("ref_model must be a separate copy of the SFT model, not the policy itself")
+    output_dir, checkpoint_dir = Path(output_dir), Path(checkpoint_dir)
+    resume = prepare_checkpoint_dir(checkpoint_dir, run_hash)
+    frozen = freeze(model, cfg.freeze_vision_tower, cfg.freeze_projector)
+    ref_model.eval()
+    for p in ref_model.parameters():
+        p.requires_grad_(False)
+    log.info("DPO: %d pairs, frozen: %s", len(rows), frozen or "nothing")
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=dpo_config(cfg, checkpoint_dir, report_to=report_to, run_name=run_name),
+        train_dataset=to_dataset(rows),
+        processing_class=processor,
+        callbacks=callbacks,
+    )
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    metrics = dict(result.metrics)
+    metrics["global_step"] = trainer.state.global_step
+    # last logged DPO diagnostics (rewards/margins/accuracies), for the stage's metrics file
+    for entry in reversed(trainer.state.log_history):
+        if "loss" in entry:
+            for k, v in entry.items():
+                if isinstance(v, (int, float)) and k not in ("epoch", "step"):
+                    metrics[f"last_{k.replace('/', '_')}"] = float(v)
+            break
+    if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        trainer.save_model(str(output_dir))
+        processor.save_pretrained(str(output_dir))
+        if not cfg.keep_checkpoints:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return metrics

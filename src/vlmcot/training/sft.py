@@ -1,0 +1,219 @@
+"""Supervised fine-tuning of a VLM with TRL's SFTTrainer (assistant-only loss), the paper's recipe.
+
+One function, :func:`train_sft`, used by the ``base`` stage (image -> description pretraining of the
+tiny model) and the ``sft`` stage (the four mixes). It adds what TRL does not: a separate (smaller)
+learning rate for the vision tower [paper: 5e-6 LLM, 5e-7 vision], safe resume from a checkpoint
+written by an identical config, and logging into the MLflow run the stage already opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from vlmcot.config import StrictModel
+
+log = logging.getLogger(__name__)
+
+CONFIG_HASH_FILE = "vlmcot_train_hash.txt"
+
+
+class TrainConfig(StrictModel):
+    """Trainer settings (params.yaml ``base.train`` / ``sft.train``); names follow TrainingArguments."""
+
+    learning_rate: float = Field(1e-3, gt=0)  # LLM + projector peak lr (paper SFT: 5e-6)
+    vision_learning_rate: float | None = Field(None, ge=0)  # vision tower lr; None = learning_rate (paper: 5e-7)
+    freeze_vision_tower: bool = False  # True: vision tower gets no updates at all
+    num_train_epochs: float = Field(1.0, gt=0)  # paper: 1 epoch
+    max_steps: int = -1  # > 0 overrides num_train_epochs
+    per_device_train_batch_size: int = Field(8, ge=1)  # paper: 4 per GPU
+    gradient_accumulation_steps: int = Field(1, ge=1)  # paper: 1 (8 GPUs x 4 = 32)
+    lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"  # paper: cosine
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)  # paper: 0.03
+    weight_decay: float = Field(0.0, ge=0)  # paper: 0
+    max_grad_norm: float = Field(1.0, gt=0)  # gradient clipping
+    group_by_length: bool = False  # batch rows of similar length: less padding, but batches become one-family (noisier)
+    max_length: int | None = Field(512, ge=16)  # tokens incl. image tokens; paper: 6144
+    bf16: bool = False  # paper: bf16 on GPUs; must be False on CPU
+    gradient_checkpointing: bool = False  # trade compute for memory at paper scale
+    logging_steps: int = Field(10, ge=1)  # loss/lr to MLflow every N steps
+    save_steps: float = Field(200, gt=0)  # checkpoint every N steps; < 1: a fraction of the run (paper: 0.333)
+    save_total_limit: int = Field(1, ge=1)  # checkpoints kept
+    keep_checkpoints: bool = False  # False: delete the checkpoint dir once the final model is saved
+    dataloader_num_workers: int = Field(0, ge=0)  # image decoding workers (0 on a 2-core CPU)
+    deepspeed: str | None = None  # DeepSpeed JSON config (paper: ZeRO-3); None on CPU
+    seed: int = 0  # data order and init of new heads
+
+
+def config_hash(*parts) -> str:
+    """Hash of everything that shapes a run; a checkpoint resumes only into an identical run."""
+    blob = json.dumps([p.model_dump(mode="json") if hasattr(p, "model_dump") else p for p in parts], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest ``checkpoint-N`` holding trainer_state.json (transformers writes it last), removing
+    any newer, partial checkpoint a killed run left behind."""
+    ckpts = sorted(
+        (p for p in ckpt_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    while ckpts and not (ckpts[-1] / "trainer_state.json").is_file():
+        log.warning("removing incomplete checkpoint %s", ckpts[-1])
+        shutil.rmtree(ckpts.pop())
+    return ckpts[-1] if ckpts else None
+
+
+def prepare_checkpoint_dir(ckpt_dir: Path, run_hash: str) -> Path | None:
+    """The checkpoint to resume from when ``ckpt_dir`` holds one of this same run; else wipe the dir."""
+    marker = ckpt_dir / CONFIG_HASH_FILE
+    if ckpt_dir.is_dir():
+        same = marker.is_file() and marker.read_text().strip() == run_hash
+        if same:
+            last = last_complete_checkpoint(ckpt_dir)
+            if last is not None:
+                return last
+        else:
+            log.info("checkpoint dir %s belongs to another config: starting fresh", ckpt_dir)
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(run_hash + "\n")
+    return None
+
+
+def _make_trainer_class():
+    from trl import SFTTrainer
+
+    class VLMSFTTrainer(SFTTrainer):
+        """SFTTrainer with a separate learning rate for the vision tower (LLaVA-NeXT's mm_vision_tower_lr)."""
+
+        vision_learning_rate: float | None = None
+
+        def _set_signature_columns_if_needed(self):
+            # keep the "length" column for the length-grouped sampler (TRL drops unknown columns first)
+            super()._set_signature_columns_if_needed()
+            if "length" not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, "length"]
+
+        def create_optimizer(self, *args, **kwargs):
+            if self.optimizer is not None or self.vision_learning_rate is None:
+                return super().create_optimizer(*args, **kwargs)
+            import torch
+
+            decay = set(self.get_decay_parameter_names(self.model))
+            groups: dict[tuple[bool, bool], list] = {}
+            for name, p in self.model.named_parameters():
+                if not p.requires_grad:
+                    continue
+                groups.setdefault(("vision_tower" in name, name in decay), []).append(p)
+            wd = self.args.weight_decay
+            param_groups = [
+                {
+                    "params": ps,
+                    "weight_decay": wd if dec else 0.0,
+                    "lr": self.vision_learning_rate if vis else self.args.learning_rate,
+                }
+                for (vis, dec), ps in sorted(groups.items())
+            ]
+            optim_cls, optim_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+            optim_kwargs = {k: v for k, v in optim_kwargs.items() if k != "lr"}
+            self.optimizer = optim_cls(param_groups, **optim_kwargs)
+            assert isinstance(self.optimizer, torch.optim.Optimizer)
+            return self.optimizer
+
+    return VLMSFTTrainer
+
+
+def sft_config(cfg: TrainConfig, output_dir: str | Path, report_to: list[str] | None = None, run_name: str = "sft"):
+    """The TRL ``SFTConfig`` for ``cfg`` (assistant-only loss, no packing: images cannot be packed)."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(output_dir),
+        run_name=run_name,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        max_length=cfg.max_length,
+        bf16=cfg.bf16,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        dataloader_pin_memory=False,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        deepspeed=cfg.deepspeed,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        assistant_only_loss=True,
+        packing=False,
+        report_to=report_to if report_to is not None else [],
+        disable_tqdm=False,
+        save_only_model=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        length_column_name="length",
+    )
+
+
+def train_sft(
+    model,
+    processor,
+    rows: list[dict],
+    cfg: TrainConfig,
+    output_dir: str | Path,
+    checkpoint_dir: str | Path,
+    run_hash: str,
+    report_to: list[str] | None = None,
+    run_name: str = "sft",
+    callbacks: list | None = None,
+) -> dict[str, float]:
+    """Train on ``rows`` (see vlmcot.training.data.sft_rows), save model + processor to ``output_dir``.
+
+    Resumes from the last complete checkpoint in ``checkpoint_dir`` when it was written by the same
+    ``run_hash`` (a crashed or killed run); a different config starts fresh.
+    Returns the trainer's final metrics (train_loss, train_runtime, steps, ...).
+    """
+    from vlmcot.training.data import to_dataset
+
+    output_dir, checkpoint_dir = Path(output_dir), Path(checkpoint_dir)
+    resume = prepare_checkpoint_dir(checkpoint_dir, run_hash)
+    if cfg.freeze_vision_tower:
+        for p in model.model.vision_tower.parameters():
+            p.requires_grad_(False)
+    trainer_cls = _make_trainer_class()
+    args = sft_config(cfg, checkpoint_dir, report_to=report_to, run_name=run_name)
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=to_dataset(rows),
+        processing_class=processor,
+        callbacks=callbacks,
+    )
+    trainer.vision_learning_rate = None if cfg.freeze_vision_tower else cfg.vision_learning_rate
+    if resume is not None:
+        log.info("resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    metrics = dict(result.metrics)
+    metrics["global_step"] = trainer.state.global_step
+    metrics["resumed_from_step"] = int(resume.name.split("-")[-1]) if resume is not None else 0
+    if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        trainer.save_model(str(output_dir))
+        processor.save_pretrained(str(output_dir))
+        if not cfg.keep_checkpoints:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return metrics

@@ -1,0 +1,11 @@
+"""DVC stage `distill`: see vlmcot.pipeline.distill for what it does.
+
+    python stages/distill.py [--params params.yaml]      # same as: vlmcot distill
+"""
+
+import sys
+
+from vlmcot.stage import cli_entry
+
+if __name__ == "__main__":
+    sys.exit(cli_entry("distill"))

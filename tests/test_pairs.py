@@ -1,0 +1,223 @@
+import random
+
+import pytest
+
+from vlmcot.pairs import build_pairs, drop_reason, first_words, select_pairs
+from vlmcot.records import Candidate, VQARecord
+
+
+def _rec(qid, ds="chart", qtype="numeric", choices=None, answer="7"):
+    return VQARecord(id=qid, image=f"{ds}/{qid}.png", question=f"what is {qid}?", answer=answer, dataset=ds,
+                     qtype=qtype, split="train", metric="relaxed_accuracy", choices=choices)
+
+
+def _cands(qid, verdicts, ds="chart", texts=None):
+    """One candidate per verdict ('1' correct, '0' wrong); distinct texts unless given."""
+    out = []
+    for i, v in enumerate(verdicts):
+        ok = v == "1"
+        text = texts[i] if texts else f"reason {i} for {qid}\n\n### Answer: {'7' if ok else i + 100}"
+        out.append(Candidate(id=qid, sample=i, text=text, extracted="7" if ok else str(i + 100), correct=ok,
+                             dataset=ds))
+    return out
+
+
+def _prompt(rec):
+    return f"PROMPT[{rec.id}]"
+
+
+# --- truncation -------------------------------------------------------------------------------
+
+def test_first_words_keeps_original_separators():
+    text = "The bar\n\nreads  41.\n\n### Answer: 41"
+    assert first_words(text, 3) == "The bar\n\nreads"
+    assert first_words(text, 5) == "The bar\n\nreads  41.\n\n###"
+    assert first_words("  lead  in  ", 1) == "  lead"  # leading space kept, trailing dropped
+
+
+def test_first_words_short_text_and_none_unchanged():
+    text = "two words \n"
+    assert first_words(text, 2) == text
+    assert first_words(text, 90) == text
+    assert first_words(text, None) == text
+    with pytest.raises(ValueError, match="truncate_words"):
+        first_words(text, 0)
+
+
+# --- the accuracy window ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("k,reason", [(0, "all_wrong"), (7, "below_low"), (8, None), (27, None),
+                                      (28, "above_high"), (32, "all_correct")])
+def test_drop_reason_boundaries_are_inclusive(k, reason):
+    # 8/32 = 0.25 and 27/32 = 0.84375 are inside [0.25, 0.85]; 28/32 = 0.875 is not
+    assert drop_reason(k, 32, 0.25, 0.85) == reason
+
+
+def test_drop_reason_full_window_still_needs_both_kinds():
+    assert drop_reason(0, 4, 0.0, 1.0) == "all_wrong"
+    assert drop_reason(4, 4, 0.0, 1.0) == "all_correct"
+    assert drop_reason(1, 4, 0.0, 1.0) is None
+
+
+# --- pair selection -----------------------------------------------------------------------------
+
+def test_select_pairs_prefers_fresh_texts_and_never_repeats():
+    picked = select_pairs(["a", "b", "c", "d"], ["w", "x", "y", "z"], 3)
+    assert len(picked) == 3
+    assert len({i for i, _ in picked}) == 3 and len({j for _, j in picked}) == 3
+    one_good = select_pairs(["a"], ["w", "x", "y"], 3)
+    assert sorted(one_good) == [(0, 0), (0, 1), (0, 2)]
+    assert select_pairs(["a"], ["w"], 3) == [(0, 0)]  # only one distinct pair exists
+    many = select_pairs(["a", "b"], ["w", "x"], 10)
+    assert sorted(many) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+def test_select_pairs_skips_equal_texts():
+    assert select_pairs(["same"], ["same"], 3) == []
+    assert select_pairs(["same", "a"], ["same"], 3) == [(1, 0)]
+
+
+# --- build_pairs --------------------------------------------------------------------------------
+
+@pytest.fixture
+def world():
+    recs = {q: _rec(q) for q in ("q0", "q1", "q2", "q3", "q4")}
+    recs["m0"] = _rec("m0", ds="sci", qtype="multiple_choice", choices=["cat", "dog"], answer="B")
+    cands = (
+        _cands("q0", "11000000")  # 0.25: kept
+        + _cands("q1", "10000000")  # 0.125: below low
+        + _cands("q2", "11111111")  # all correct
+        + _cands("q3", "00000000")  # all wrong
+        + _cands("q4", "11111110")  # 0.875: above high
+        + _cands("m0", "1100", ds="sci")  # 0.5: kept
+        + _cands("ghost", "1100")  # no record
+    )
+    return recs, cands
+
+
+def test_build_pairs_keeps_window_and_counts_reasons(world):
+    recs, cands = world
+    pairs, stats = build_pairs(cands, recs, prompt_fn=_prompt)
+    assert sorted({p.id.rsplit("-p", 1)[0] for p in pairs}) == ["m0", "q0"]
+    m = stats.to_metrics()
+    assert m["chart.questions"] == 6 and m["chart.kept"] == 1  # 'ghost' counts under its own dataset
+    for reason in ("below_low", "all_correct", "all_wrong", "above_high", "no_record"):
+        assert m[f"chart.dropped.{reason}"] == 1, reason
+    assert m["sci.kept"] == 1 and m["all.kept"] == 2
+    assert m["all.pairs"] == len(pairs) == 6  # 3 per kept question
+    assert any("ghost" in e for e in stats.errors)
+
+
+def test_pairs_have_correct_chosen_incorrect_rejected_and_fields(world):
+    recs, cands = world
+    by_text = {(c.id, c.text): c.correct for c in cands}
+    pairs, _ = build_pairs(cands, recs, prompt_fn=_prompt, truncate_words=None)
+    seen = set()
+    for p in pairs:
+        qid = p.id.rsplit("-p", 1)[0]
+        assert by_text[(qid, p.chosen)] is True and by_text[(qid, p.rejected)] is False
+        assert (p.chosen, p.rejected) not in seen
+        seen.add((p.chosen, p.rejected))
+        rec = recs[qid]
+        assert (p.image, p.answer, p.dataset, p.prompt, p.question) == (
+            rec.image, rec.answer, rec.dataset, f"PROMPT[{qid}]", rec.question)
+    assert [p.id for p in pairs] == ["m0-p0", "m0-p1", "m0-p2", "q0-p0", "q0-p1", "q0-p2"]
+    # two distinct correct texts for 3 pairs: both get used before one repeats
+    q0 = [p for p in pairs if p.id.startswith("q0")]
+    assert len({p.chosen for p in q0}) == 2 and len({p.rejected for p in q0}) == 3
+
+
+def test_default_prompt_is_the_cot_prompt(world):
+    from vlmcot.prompts import build_prompt
+
+    recs, cands = world
+    pairs, _ = build_pairs(cands, recs)
+    m0 = next(p for p in pairs if p.id.startswith("m0"))
+    assert m0.prompt == build_prompt(recs["m0"], "cot")
+
+
+def test_pairing_ignores_input_order_and_other_questions(world):
+    recs, cands = world
+    ref, _ = build_pairs(cands, recs, prompt_fn=_prompt, seed=3)
+    shuffled = list(cands)
+    random.Random(0).shuffle(shuffled)
+    again, _ = build_pairs(shuffled, recs, prompt_fn=_prompt, seed=3)
+    assert again == ref
+    alone, _ = build_pairs([c for c in cands if c.id == "q0"], recs, prompt_fn=_prompt, seed=3)
+    assert alone == [p for p in ref if p.id.startswith("q0")]
+
+
+def test_seed_changes_the_pairing():
+    recs = {f"q{i}": _rec(f"q{i}") for i in range(10)}
+    cands = [c for i in range(10) for c in _cands(f"q{i}", "1111000000")]
+    a, _ = build_pairs(cands, recs, prompt_fn=_prompt, seed=0)
+    b, _ = build_pairs(cands, recs, prompt_fn=_prompt, seed=1)
+    assert len(a) == len(b) == 30
+    assert [(p.chosen, p.rejected) for p in a] != [(p.chosen, p.rejected) for p in b]
+
+
+def test_truncation_applies_to_both_sides_and_counts_cut_answers():
+    recs = {"q": _rec("q")}
+    long = lambda tag: " ".join([tag] * 100) + "\n\n### Answer: 7"  # noqa: E731
+    texts = [long("good"), long("bad1"), long("bad2"), long("bad3")]
+    cands = _cands("q", "1000", texts=texts)
+    pairs, stats = build_pairs(cands, recs, prompt_fn=_prompt, truncate_words=90, low=0.0)
+    assert len(pairs) == 3
+    for p in pairs:
+        assert len(p.chosen.split()) == 90 and len(p.rejected.split()) == 90
+        assert "### Answer" not in p.chosen
+    m = stats.to_metrics()
+    assert m["all.truncated_rate"] == 1.0 and m["all.answer_cut_rate"] == 1.0
+
+
+def test_texts_equal_after_truncation_give_no_pair():
+    recs = {"q": _rec("q")}
+    prefix = " ".join(["same"] * 95)
+    texts = [prefix + "\n### Answer: 7", prefix + "\n### Answer: 8"]
+    pairs, stats = build_pairs(_cands("q", "10", texts=texts), recs, prompt_fn=_prompt, truncate_words=90, low=0.0)
+    assert pairs == []
+    m = stats.to_metrics()
+    assert m["all.dropped.no_distinct_pair"] == 1 and m["all.identical_after_truncation"] == 1
+    kept, _ = build_pairs(_cands("q", "10", texts=texts), recs, prompt_fn=_prompt, truncate_words=None, low=0.0)
+    assert len(kept) == 1
+
+
+def test_bad_prompt_skips_one_question_only(world):
+    recs, cands = world
+
+    def prompt(rec):
+        if rec.id == "m0":
+            raise ValueError("no choices")
+        return "ok"
+
+    pairs, stats = build_pairs(cands, recs, prompt_fn=prompt)
+    assert {p.id.split("-")[0] for p in pairs} == {"q0"}
+    assert stats.to_metrics()["sci.dropped.bad_prompt"] == 1
+    assert any("m0" in e and "no choices" in e for e in stats.errors)
+
+
+def test_duplicate_samples_are_counted_and_dropped():
+    recs = {"q": _rec("q")}
+    cands = _cands("q", "1000")
+    pairs, stats = build_pairs(cands + [cands[0]], recs, prompt_fn=_prompt, low=0.0)
+    assert stats.duplicate_candidates == 1
+    assert stats.to_metrics()["all.candidates"] == 4
+
+
+def test_histogram_uses_bins_of_one_over_n(world):
+    recs, cands = world
+    _, stats = build_pairs(cands, recs, prompt_fn=_prompt)
+    hist = stats.histogram()
+    # five chart questions with 8 samples (the common N), one sci question with 4
+    assert [r["accuracy"] for r in hist] == [k / 8 for k in range(9)]
+    q = {r["accuracy"]: r["questions"] for r in hist}
+    assert q[0.0] == 1 and q[0.125] == 1 and q[0.25] == 1 and q[0.5] == 1 and q[0.875] == 1 and q[1.0] == 1
+    kept = {r["accuracy"]: r["kept"] for r in hist if r["kept"]}
+    assert kept == {0.25: 1, 0.5: 1}
+
+
+def test_bad_window_and_k_are_rejected():
+    with pytest.raises(ValueError, match="low"):
+        build_pairs([], {}, low=0.9, high=0.5)
+    with pytest.raises(ValueError, match="max_pairs_per_question"):
+        build_pairs([], {}, max_pairs_per_question=0)

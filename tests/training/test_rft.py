@@ -1,0 +1,33 @@
+"""RFT data: distinct correct samples only, at most K per question, stable under input order."""
+
+import random
+
+from vlmcot.records import Candidate, VQARecord
+from vlmcot.training.rft import rft_conversations
+
+
+def _rec(qid):
+    return VQARecord(id=qid, image=f"{qid}.png", question="Sum?", answer="7", dataset="synth_chart",
+                     qtype="numeric", split="train", metric="relaxed_accuracy")
+
+
+def _cands():
+    out = []
+    for q, texts in {"q1": ["a ### Answer: 7", "a ### Answer: 7", "b ### Answer: 7", "c ### Answer: 3"],
+                     "q2": ["x ### Answer: 1"], "q3": ["y ### Answer: 7"]}.items():
+        for k, t in enumerate(texts):
+            out.append(Candidate(id=q, sample=k, text=t, extracted=t[-1], correct=t.endswith("7"), dataset="synth_chart"))
+    return out
+
+
+def test_rft_rows():
+    recs = {"q1": _rec("q1"), "q2": _rec("q2")}  # q3 has no record
+    rows, stats = rft_conversations(_cands(), recs, max_per_question=5)
+    assert stats == {"questions": 3, "questions_with_correct": 1, "rows": 2, "no_record": 1}
+    assert sorted(r["conversations"][1]["value"] for r in rows) == ["a ### Answer: 7", "b ### Answer: 7"]
+    assert rows[0]["conversations"][0]["value"].startswith("<image>\nSum?\nGenerate a reason first")
+    one, _ = rft_conversations(_cands(), recs, max_per_question=1)
+    assert len(one) == 1
+    shuffled = _cands()
+    random.Random(1).shuffle(shuffled)
+    assert rft_conversations(shuffled, recs, max_per_question=1)[0] == one  # order never matters

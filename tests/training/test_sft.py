@@ -1,0 +1,116 @@
+"""SFT wrapper: vision-tower learning rate, checkpoint bookkeeping, and resume after SIGKILL."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from vlmcot.training.sft import CONFIG_HASH_FILE, TrainConfig, config_hash, prepare_checkpoint_dir
+
+SETUP = textwrap.dedent(
+    """
+    import os, sys
+    os.environ["OMP_NUM_THREADS"] = "1"
+    from PIL import Image
+    from vlmcot.models import TinyLlavaConfig, build_processor, build_tiny_llava, train_bpe_tokenizer
+    from vlmcot.training.data import sft_rows
+    from vlmcot.training.sft import TrainConfig, config_hash, train_sft
+
+    root = sys.argv[1]
+    Image.new("RGB", (32, 32), "red").save(f"{root}/a.png")
+    conv = [{"from": "human", "value": "<image>\\nWhat color?"}, {"from": "gpt", "value": "red"}]
+    rows, _ = sft_rows([{"id": str(i), "image": "a.png", "conversations": conv} for i in range(16)], root)
+    tok = train_bpe_tokenizer(["What color? red", "USER:\\nASSISTANT:\\n"] * 4, vocab_size=280)
+    cfg = TinyLlavaConfig(image_size=32, patch_size=16, vision_hidden=32, vision_layers=1, vision_heads=2,
+                          text_hidden=48, text_layers=1, text_heads=2, text_intermediate=96, max_position=64)
+    processor, model = build_processor(tok, 32, 16), build_tiny_llava(cfg, tok)
+    """
+)
+
+
+def test_prepare_checkpoint_dir_resumes_only_same_config(tmp_path):
+    d = tmp_path / "ckpt"
+    assert prepare_checkpoint_dir(d, "h1") is None and (d / CONFIG_HASH_FILE).read_text().strip() == "h1"
+    for step, complete in ((2, True), (4, True), (6, False)):  # 6: a run killed mid-save
+        (d / f"checkpoint-{step}").mkdir()
+        if complete:
+            (d / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert prepare_checkpoint_dir(d, "h1") == d / "checkpoint-4"
+    assert not (d / "checkpoint-6").exists()
+    assert prepare_checkpoint_dir(d, "h2") is None  # another config: wiped, fresh marker
+    assert not (d / "checkpoint-4").exists() and (d / CONFIG_HASH_FILE).read_text().strip() == "h2"
+
+
+def test_config_hash_changes_with_params():
+    assert config_hash(TrainConfig(), ["a"]) == config_hash(TrainConfig(), ["a"])
+    assert config_hash(TrainConfig(), ["a"]) != config_hash(TrainConfig(learning_rate=0.1), ["a"])
+
+
+@pytest.mark.slow
+def test_vision_tower_gets_its_own_learning_rate(tmp_path):
+    script = SETUP + textwrap.dedent(
+        """
+        tc = TrainConfig(learning_rate=1e-3, vision_learning_rate=1e-5, max_steps=1, save_steps=100,
+                         per_device_train_batch_size=4, warmup_ratio=0.0, lr_scheduler_type="constant")
+        from vlmcot.training import sft
+        seen = {}
+        orig = sft._make_trainer_class
+        def spy():
+            cls = orig()
+            class Spy(cls):
+                def create_optimizer(self, *a, **k):
+                    opt = super().create_optimizer(*a, **k)
+                    names = {id(p): n for n, p in self.model.named_parameters()}
+                    for g in opt.param_groups:
+                        for p in g["params"]:
+                            seen[names[id(p)]] = g["lr"]
+                    return opt
+            return Spy
+        sft._make_trainer_class = spy
+        train_sft(model, processor, rows, tc, f"{root}/out", f"{root}/ckpt", "h")
+        vis = {v for n, v in seen.items() if "vision_tower" in n}
+        rest = {v for n, v in seen.items() if "vision_tower" not in n}
+        assert vis == {1e-5} and rest == {1e-3}, (vis, rest)
+        print("OK", len(seen))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "OK" in out.stdout
+
+
+@pytest.mark.slow
+def test_sigkill_after_checkpoint_then_resume(tmp_path):
+    script = SETUP + textwrap.dedent(
+        """
+        tc = TrainConfig(learning_rate=1e-3, max_steps=int(sys.argv[2]), save_steps=3, save_total_limit=2,
+                         per_device_train_batch_size=4, logging_steps=1)
+        stats = train_sft(model, processor, rows, tc, f"{root}/out", f"{root}/ckpt", "same-run")
+        print("STATS", stats["global_step"], stats["resumed_from_step"])
+        """
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), "120"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    ckpt = tmp_path / "ckpt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(ckpt.glob("checkpoint-*/trainer_state.json")):
+        assert proc.poll() is None, "training ended before writing a checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "out").exists()  # it never finished
+
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path), "120"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    step, resumed = next(line.split()[1:] for line in out.stdout.splitlines() if line.startswith("STATS"))
+    assert int(step) == 120 and int(resumed) >= 3 and int(resumed) % 3 == 0
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert not ckpt.exists()  # cleaned once the final model is saved
