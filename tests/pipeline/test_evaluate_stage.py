@@ -50,3 +50,13 @@ def test_table_names_a_missing_evaluation(tmp_path, tracker):
 
     with pytest.raises(StageError, match="evaluate@format"):
         table.run(table.Config(metrics_dir=str(tmp_path)), tracker)
+
+
+def test_description_facts_and_scores():
+    from vlmcot.pipeline.base import description_scores, facts
+
+    ref = "A bar chart with two bars. From top to bottom: oat is 3 and nut is 9."
+    assert facts(ref) == ["a bar chart with two bars", "from top to bottom", "oat is 3", "nut is 9"]
+    s = description_scores("A bar chart with two bars. From top to bottom: oat is 3 and nut is 8.", ref)
+    assert s == {"exact": 0.0, "fact_recall": 0.75, "value_recall": 0.5}
+    assert description_scores(ref, ref)["exact"] == 1.0

@@ -8,6 +8,12 @@ STAGES: dict[str, str] = {
     "base": "Embedded only: pretrain the tiny LLaVA on image descriptions (the stand-in pretrained VLM).",
     "sft": "SFT one mix (--mix format|direct|cot|both) from the base model with TRL.",
     "evaluate": "Evaluate one model (--model NAME) x {direct, CoT} x every eval dataset.",
+    "sample": "Sample N scored candidates per question from the SFT model (--item train|eval); resumable.",
     "pairs": "Build correct/incorrect preference pairs from SFT samples (paper 3.3).",
+    "dpo": "DPO the SFT model on its own preference pairs (TRL), SFT model as frozen reference.",
+    "control": "Controls for DPO, same steps (--item cont_sft|rft): continued SFT, rejection-sampling FT.",
     "table": "Gather the evaluations into metrics/eval.json and the paper's Table 2 (metrics/table2.md).",
+    "rerank": "Rerank eval candidates with the DPO reward: majority vs best-of-N vs weighted voting.",
+    "credit": "Token-level DPO credit heat maps (HTML + PNG) for chosen/rejected responses.",
+    "report": "One markdown report: Tables 1/2/6, rerank curves, credit map, length histogram, MLflow runs.",
 }

@@ -23,6 +23,7 @@ from pydantic import Field, field_validator
 from vlmcot.config import ConfigError, StrictModel
 from vlmcot.generation import GenerationConfig
 from vlmcot.io import read_jsonl, write_json, write_jsonl
+from vlmcot.vllm_backend import VLLMConfig
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class Config(StrictModel):
     min_score: float = Field(1.0, ge=0, le=1)
     # generation backend: hf (transformers in-process) or vllm (paper scale; needs the vllm package)
     backend: Literal["hf", "vllm"] = "hf"
+    # vLLM engine settings (backend: vllm only)
+    vllm: VLLMConfig = VLLMConfig()
     # weights dtype (paper scale: bfloat16)
     dtype: Literal["float32", "bfloat16"] = "float32"
     # image paths in records are relative to this folder
@@ -148,12 +151,12 @@ def make_backend(cfg: Config):
     from vlmcot.stage import StageError
 
     if cfg.backend == "vllm":
+        from vlmcot.vllm_backend import VLLMBackend
+
         try:
-            import vllm  # noqa: F401
-        except ImportError:
-            raise StageError("sample.backend is 'vllm' but the vllm package is not installed "
-                             "(pip install vllm on a GPU machine, or set sample.backend: hf)") from None
-        raise StageError("sample.backend 'vllm': the vLLM backend is not implemented yet (use hf)")
+            return VLLMBackend(cfg.model, cfg.vllm, root=cfg.root)
+        except ImportError as e:
+            raise StageError(f"sample.backend: {e}") from None
     from vlmcot.generation import HFBackend
     from vlmcot.models import load_model_and_processor
 
