@@ -27,17 +27,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.teacher.helpers
 
-from tests.teacher.helpers import make_records  # noqa: E402
-from vlmcot.io import write_json  # noqa: E402
-from vlmcot.teacher.cache import ReplyCache  # noqa: E402
-from vlmcot.teacher.openai_backend import OpenAIConfig, OpenAITeacher  # noqa: E402
-from vlmcot.teacher.runner import run_teacher  # noqa: E402
+from tests.teacher.helpers import make_records
+from vlmcot.io import write_json
+from vlmcot.teacher.cache import ReplyCache
+from vlmcot.teacher.openai_backend import OpenAIConfig, OpenAITeacher
+from vlmcot.teacher.runner import run_teacher
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "tests/teacher/server.py"), "--latency", str(latency)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     line = proc.stdout.readline()
     if not line.startswith("PORT "):
@@ -50,8 +51,14 @@ def bench_one(port: int, concurrency: int, n: int, root: Path, offset: int, http
     # Fresh records (distinct images) per level, so nothing comes from the cache.
     recs = make_records(root / f"c{concurrency}", n, dataset="synth_chart")
     recs = [r.model_copy(update={"question": f"{r.question} (level {offset})"}) for r in recs]
-    cfg = OpenAIConfig(base_url=f"http://127.0.0.1:{port}/v1", api_key_env="BENCH_KEY", max_concurrency=concurrency,
-                       request_timeout_s=30, max_retries=0, http_client=http_client)
+    cfg = OpenAIConfig(
+        base_url=f"http://127.0.0.1:{port}/v1",
+        api_key_env="BENCH_KEY",
+        max_concurrency=concurrency,
+        request_timeout_s=30,
+        max_retries=0,
+        http_client=http_client,
+    )
     teacher = OpenAITeacher(cfg, image_root=root / f"c{concurrency}")
     with ReplyCache(root / f"cache{concurrency}") as cache:
         t0 = time.perf_counter()
@@ -67,7 +74,9 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     ap.add_argument("--rounds", type=int, default=20, help="requests per worker at each level (min 20 requests)")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per level; the median is reported (shared CPUs are noisy)")
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="runs per level; the median is reported (shared CPUs are noisy)"
+    )
     ap.add_argument("--http-client", choices=["aiohttp", "httpx"], default="aiohttp", help="distill.openai.http_client")
     ap.add_argument("--out", default=str(REPO / "metrics/bench_distill.json"))
     args = ap.parse_args()
@@ -75,8 +84,12 @@ def main() -> None:
     os.environ["BENCH_KEY"] = "bench-not-a-secret"
     proc, port = start_server(args.latency)
     out: dict[str, float | int | str] = {
-        "latency_s": args.latency, "http_client": args.http_client, "rounds": args.rounds, "repeat": args.repeat,
-        "cpus": os.cpu_count() or 0, "python": platform.python_version(),
+        "latency_s": args.latency,
+        "http_client": args.http_client,
+        "rounds": args.rounds,
+        "repeat": args.repeat,
+        "cpus": os.cpu_count() or 0,
+        "python": platform.python_version(),
     }
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -84,11 +97,17 @@ def main() -> None:
             print(f"{'concurrency':>11} {'requests':>8} {'req/s':>8} {'(min-max)':>15} {'bound':>8} {'of bound':>8}")
             for i, c in enumerate(args.concurrency):
                 n = max(20, args.rounds * c)
-                rates = sorted(bench_one(port, c, n, Path(tmp), i * 100 + k, args.http_client)["req_per_s"] for k in range(args.repeat))
+                rates = sorted(
+                    bench_one(port, c, n, Path(tmp), i * 100 + k, args.http_client)["req_per_s"]
+                    for k in range(args.repeat)
+                )
                 med = statistics.median(rates)
                 bound = c / args.latency
                 frac = med / bound
-                print(f"{c:>11} {n:>8} {med:>8.1f} {f'({rates[0]:.1f}-{rates[-1]:.1f})':>15} {bound:>8.1f} {frac:>8.1%}", flush=True)
+                print(
+                    f"{c:>11} {n:>8} {med:>8.1f} {f'({rates[0]:.1f}-{rates[-1]:.1f})':>15} {bound:>8.1f} {frac:>8.1%}",
+                    flush=True,
+                )
                 out[f"c{c}.req_per_s"] = round(med, 2)
                 out[f"c{c}.req_per_s_min"] = round(rates[0], 2)
                 out[f"c{c}.req_per_s_max"] = round(rates[-1], 2)

@@ -1,6 +1,6 @@
 """DVC stage `distill`: see vlmcot.pipeline.distill for what it does.
 
-    python stages/distill.py [--params params.yaml]      # same as: vlmcot distill
+python stages/distill.py [--params params.yaml]      # same as: vlmcot distill
 """
 
 import sys

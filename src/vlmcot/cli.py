@@ -34,5 +34,46 @@ for _name, _help in STAGES.items():
     app.command(name=_name, help=_help)(_make_stage_command(_name, _help))
 
 
+@app.command()
+def profile(
+    profile_file: str = typer.Argument(..., help="profile to overlay, e.g. configs/paper.yaml"),
+    params: str = typer.Option("params.yaml", "--params", "-p", help="params file to rewrite"),
+    out: str | None = typer.Option(None, "--out", "-o", help="write here instead of overwriting --params"),
+) -> None:
+    """Switch scale: overlay a profile (configs/paper.yaml) on params.yaml, keeping its comments.
+    `git checkout params.yaml` returns to the embedded default."""
+    import sys
+    from pathlib import Path
+
+    from vlmcot.config import ConfigError
+    from vlmcot.profile import apply_profile, validate_params
+
+    try:
+        text = apply_profile(params, profile_file)
+        target = Path(out or params)
+        target.write_text(text, encoding="utf-8")
+        validate_params(target)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise typer.Exit(2)
+    print(f"wrote {target} ({profile_file} over {params}); every section validates. Next: vlmcot plan -p {target}")
+
+
+@app.command()
+def plan(params: str = typer.Option("params.yaml", "--params", "-p", help="params file")) -> None:
+    """Dry run of the whole pipeline: each stage's command and how it executes at this scale."""
+    import sys
+
+    from vlmcot.config import ConfigError
+    from vlmcot.profile import plan as make_plan
+
+    try:
+        for line in make_plan(params):
+            print(line)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise typer.Exit(2)
+
+
 if __name__ == "__main__":
     app()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +38,37 @@ def write_jsonl(path: str | Path, rows: Iterable[Any], sort_key: str | None = No
     return len(items)
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, row). A malformed line raises ValueError naming file and line."""
+def iter_jsonl(
+    path: str | Path, on_error: Callable[[str], None] | None = None
+) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, row).
+
+    A bad line (not UTF-8, not JSON, not an object) raises ValueError naming file and line; with
+    ``on_error`` it is reported there instead and skipped, so one bad record never kills a long run.
+    """
     path = Path(path)
-    with path.open("r", encoding="utf-8", errors="strict") as f:
-        for i, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
+    with path.open("rb") as f:
+        for i, raw in enumerate(f, 1):
+            problem = None
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{i}: expected a JSON object")
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as e:
+                problem = f"{path}:{i}: not valid UTF-8 (byte {e.start})"
+            else:
+                if not line:
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    problem = f"{path}:{i}: not valid JSON ({e.msg})"
+                else:
+                    if not isinstance(row, dict):
+                        problem = f"{path}:{i}: expected a JSON object"
+            if problem is not None:
+                if on_error is None:
+                    raise ValueError(problem)
+                on_error(problem)
+                continue
             yield i, row
 
 

@@ -92,23 +92,33 @@ class Candidate(Record):
     logprob: float | None = None
 
 
+class DataError(ValueError):
+    """More bad input than a stage allows: it fails loudly, with the first few offenders named."""
+
+
 def validate_vqa(
-    rows: Iterable[dict], check_images: bool = False, root: str | Path = "."
+    rows: Iterable[dict],
+    check_images: bool = False,
+    root: str | Path = ".",
+    model: type[VQARecord] = VQARecord,
+    verify_images: bool = False,
 ) -> tuple[list[VQARecord], list[str]]:
-    """Validate raw rows; return (good records, error messages naming each bad record)."""
+    """Validate raw rows; return (good records, error messages naming each bad record).
+
+    ``check_images``: the image file must exist; ``verify_images``: it must also decode (PIL)."""
     good: list[VQARecord] = []
     errors: list[str] = []
     seen: set[str] = set()
     for n, row in enumerate(rows):
         rid = row.get("id", f"<row {n}>") if isinstance(row, dict) else f"<row {n}>"
         try:
-            rec = VQARecord.model_validate(row)
+            rec = model.model_validate(row)
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             errors.append(f"record {rid}: {where}: {first['msg']}")
             continue
-        problem = _semantic_problem(rec, check_images, Path(root))
+        problem = _semantic_problem(rec, check_images or verify_images, Path(root), verify_images)
         if problem is None and rec.id in seen:
             problem = "duplicate id"
         if problem:
@@ -119,7 +129,7 @@ def validate_vqa(
     return good, errors
 
 
-def _semantic_problem(rec: VQARecord, check_images: bool, root: Path) -> str | None:
+def _semantic_problem(rec: VQARecord, check_images: bool, root: Path, verify: bool = False) -> str | None:
     if not rec.question.strip():
         return "empty question"
     if not rec.answer.strip():
@@ -134,4 +144,43 @@ def _semantic_problem(rec: VQARecord, check_images: bool, root: Path) -> str | N
         p = p if p.is_absolute() else root / p
         if not p.is_file():
             return f"image file not found: {rec.image}"
+        if verify:
+            from PIL import Image, UnidentifiedImageError
+
+            try:
+                with Image.open(p) as im:
+                    im.verify()
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+                return f"image file does not decode: {rec.image} ({type(e).__name__})"
     return None
+
+
+def load_vqa(
+    path: str | Path,
+    *,
+    model: type[VQARecord] = VQARecord,
+    check_images: bool = False,
+    verify_images: bool = False,
+    root: str | Path = ".",
+    max_error_rate: float = 0.0,
+    key: str = "max_error_rate",
+    log=None,
+) -> tuple[list[VQARecord], list[str]]:
+    """Read and validate a JSONL of records, skipping (and naming) every bad line or record.
+
+    Raises DataError when the share of bad rows exceeds ``max_error_rate`` (``key`` names the params
+    key to raise, so the message tells the user what to change)."""
+    from vlmcot.io import iter_jsonl
+
+    errors: list[str] = []
+    rows = [row for _, row in iter_jsonl(path, on_error=errors.append)]
+    good, bad = validate_vqa(rows, check_images=check_images, root=root, model=model, verify_images=verify_images)
+    errors += bad
+    for e in errors[:20]:
+        if log is not None:
+            log.warning("skipped %s", e)
+    total = len(rows) + (len(errors) - len(bad))
+    if errors and len(errors) > max_error_rate * max(1, total):
+        raise DataError(f"{path}: {len(errors)} of {total} rows are bad (more than {key}={max_error_rate}); "
+                        f"first: {errors[0]}")
+    return good, errors

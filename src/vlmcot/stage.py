@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from vlmcot.config import ConfigError, load_params, parse_section  # noqa: E402
+from vlmcot.records import DataError  # noqa: E402
 
 log = logging.getLogger("vlmcot")
 
@@ -67,12 +68,24 @@ def main(
                 module.run(cfg, tracker, item)
             else:
                 module.run(cfg, tracker)
-            tracker.log_metrics({"stage_wall_s": time.time() - t0})
-    except (StageError, ConfigError) as e:
+            usage = resource_usage()
+            tracker.log_metrics({"stage_wall_s": time.time() - t0, **usage})
+    except (StageError, ConfigError, DataError) as e:
         print(f"error: {module.SECTION}: {e}", file=sys.stderr)
         return 1
-    log.info("%s done in %.1fs", module.SECTION, time.time() - t0)
+    log.info("%s done in %.1fs (peak RSS %.0f MB)", run_name or module.SECTION, time.time() - t0,
+             usage["peak_rss_mb"])
     return 0
+
+
+def resource_usage() -> dict[str, float]:
+    """Peak resident memory of this process and of its finished children (e.g. accelerate workers)."""
+    import resource
+
+    # Linux reports ru_maxrss in KiB
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"peak_rss_mb": round(own, 1), "peak_rss_children_mb": round(kids, 1)}
 
 
 def cli_entry(name: str) -> int:

@@ -88,6 +88,8 @@ def test_micro_base_sft_evaluate_table(tmp_path, monkeypatch):
     from vlmcot.stage import main
 
     monkeypatch.chdir(tmp_path)
+    # our own experiment: other e2e tests share the session's MLflow store
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", f"micro-sft-{tmp_path.name}")
     make_world(tmp_path)
     make_mixes(tmp_path)
     params = str(micro_params(tmp_path))
@@ -131,9 +133,9 @@ def test_micro_base_sft_evaluate_table(tmp_path, monkeypatch):
     import mlflow
 
     runs = mlflow.search_runs(experiment_names=[os.environ["MLFLOW_EXPERIMENT_NAME"]], output_format="list")
-    mine = [r for r in runs if r.info.run_name in ("base", "sft@direct", "sft@both")]
-    assert sorted(r.info.run_name for r in mine if r.info.run_name == "sft@both") == ["sft@both"]
-    sft_both = next(r for r in mine if r.info.run_name == "sft@both")
+    names = sorted(r.info.run_name for r in runs)
+    assert names == sorted(["base", "sft@direct", "sft@both", "sft@cot", "evaluate@direct", "evaluate@both", "table"])
+    sft_both = next(r for r in runs if r.info.run_name == "sft@both")
     history = mlflow.MlflowClient().get_metric_history(sft_both.info.run_id, "loss")
     assert [h.step for h in history] == [2, 4]
     assert "sft.both.train_loss" in sft_both.data.metrics and sft_both.data.params["learning_rate"] == "0.003"

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.teacher.helpers import REPO, fast_openai, make_records, write_params, write_records
+from tests.teacher.helpers import (
+    REPO,
+    fast_openai,
+    make_records,
+    write_params,
+    write_records,
+)
 from tests.teacher.server import FakeChatServer
 from vlmcot.io import read_json, read_jsonl
 from vlmcot.stage import main
@@ -58,7 +64,10 @@ def test_success_one_row_per_record_and_metrics(ws, key, capsys):
     by_id = {r["id"]: r for r in rows}
     assert by_id["bad-1"]["reason"] == "invalid_record" and by_id[recs[3].id]["reason"] == "image_missing"
     good = [by_id[r.id] for r in recs if r is not recs[3]]
-    assert all(r["ok"] and r["text"].endswith(f"### Answer: {rec.answer}") for r, rec in zip(good, [x for x in recs if x is not recs[3]]))
+    assert all(
+        r["ok"] and r["text"].endswith(f"### Answer: {rec.answer}")
+        for r, rec in zip(good, [x for x in recs if x is not recs[3]])
+    )
     m = read_json(METRICS)
     assert (m["records"], m["ok"], m["failed"]) == (13, 11, 2)
     assert m["failed.image_missing"] == 1 and m["failed.invalid_record"] == 1 and m["failed.refusal"] == 0
@@ -177,7 +186,7 @@ def test_scripted_backend_goes_through_the_same_stage(ws):
     assert [r["id"] for r in rows] == sorted(r.id for r in recs) and all(r["ok"] for r in rows)
     m = read_json(METRICS)
     assert m["requests"] == 8 and m["cost_usd_est"] == 0 and m["tokens"] > 0
-    assert not Path("data/distill_cache").exists()  # free: bypasses the cache
+    assert Path("data/distill_cache").is_dir() and len(ReplyCache("data/distill_cache")) == 0  # free: no cache
 
 
 def test_params_errors_name_the_key_and_hide_a_pasted_secret(ws, capsys):
@@ -196,7 +205,10 @@ def test_kill_9_mid_run_then_resume_is_identical_and_resends_nothing_answered(ws
         params = write_params(ws / "params.yaml", openai=cfg)
         proc = subprocess.Popen(
             [sys.executable, str(REPO / "stages/distill.py"), "--params", str(params)],
-            cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ},
+            cwd=ws,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ},
         )
         cache_file = ws / "data/distill_cache" / CACHE_FILE
         deadline = time.time() + 60

@@ -7,19 +7,21 @@ from vlmcot.pipeline import filter as filt
 from vlmcot.stage import StageError
 
 
-def _rec(i, ds, answer, metric, qtype="numeric", choices=None):
-    return dict(id=f"{ds}-{i}", image=f"{ds}/{i}.png", question="q?", answer=answer, dataset=ds,
+def _rec(root, i, ds, answer, metric, qtype="numeric", choices=None):
+    img = root / f"{ds}-{i}.png"
+    img.write_bytes(b"png")
+    return dict(id=f"{ds}-{i}", image=str(img), question="q?", answer=answer, dataset=ds,
                 qtype=qtype, split="train", metric=metric, choices=choices)
 
 
 @pytest.fixture
 def world(tmp_path):
     recs = [
-        _rec(0, "chart", "40", "relaxed_accuracy"),       # 41 is within 5% -> kept
-        _rec(1, "chart", "40", "relaxed_accuracy"),       # 45 is not -> wrong
-        _rec(2, "chart", "10", "relaxed_accuracy"),       # teacher failed (http 500)
-        _rec(3, "sci", "B", "mc_accuracy", "multiple_choice", ["cat", "dog", "owl"]),  # kept
-        _rec(4, "sci", "A", "mc_accuracy", "multiple_choice", ["cat", "dog", "owl"]),  # no marker
+        _rec(tmp_path, 0, "chart", "40", "relaxed_accuracy"),       # 41 is within 5% -> kept
+        _rec(tmp_path, 1, "chart", "40", "relaxed_accuracy"),       # 45 is not -> wrong
+        _rec(tmp_path, 2, "chart", "10", "relaxed_accuracy"),       # teacher failed (http 500)
+        _rec(tmp_path, 3, "sci", "B", "mc_accuracy", "multiple_choice", ["cat", "dog", "owl"]),  # kept
+        _rec(tmp_path, 4, "sci", "A", "mc_accuracy", "multiple_choice", ["cat", "dog", "owl"]),  # no marker
     ]
     replies = [
         {"id": "chart-0", "ok": True, "text": "The bar reads 41.\n\n### Answer: 41"},
@@ -62,3 +64,20 @@ def test_histogram_bins():
     rows = filt.length_histogram([3, 7, 12], [1, 1], 5)
     assert rows == [{"length": 0, "cot": 1, "direct": 2}, {"length": 5, "cot": 1, "direct": 0},
                     {"length": 10, "cot": 1, "direct": 0}]
+
+
+def test_bad_rows_are_named_counted_and_skipped(world, tracker, tmp_path):
+    good = (tmp_path / "train.jsonl").read_bytes()
+    bad = (b'{"id": "x-\xff"}\n'                                   # not UTF-8
+           b'{"id": "chart-9", "image": "/nope.png", "question": "q", "answer": "1", "dataset": "chart",'
+           b' "qtype": "numeric", "split": "train", "metric": "relaxed_accuracy"}\n')  # missing image
+    (tmp_path / "train.jsonl").write_bytes(good + bad)
+    (tmp_path / "replies.jsonl").write_bytes((tmp_path / "replies.jsonl").read_bytes() + b"{torn\n")
+    world.max_bad_rate = 0.5
+    filt.run(world, tracker)
+    m = read_json(world.metrics)
+    assert m["total.invalid_records"] == 2 and m["total.invalid_replies"] == 1
+    assert m["total.kept"] == 2  # the good records are untouched
+    world.max_bad_rate = 0.1
+    with pytest.raises(Exception, match=r"2 of 7 rows are bad \(more than filter.max_bad_rate=0.1\)"):
+        filt.run(world, tracker)

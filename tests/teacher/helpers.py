@@ -23,7 +23,9 @@ def png_bytes(seed: int, size: int = 8) -> bytes:
     return buf.getvalue()
 
 
-def make_records(root: Path, n: int, questions: dict[int, str] | None = None, dataset: str = "synth_chart") -> list[VQARecord]:
+def make_records(
+    root: Path, n: int, questions: dict[int, str] | None = None, dataset: str = "synth_chart"
+) -> list[VQARecord]:
     """n chart-style records with images under root/images (paths relative to root)."""
     (root / "images").mkdir(parents=True, exist_ok=True)
     out = []
@@ -33,8 +35,14 @@ def make_records(root: Path, n: int, questions: dict[int, str] | None = None, da
         q = (questions or {}).get(i, f"What is the value of bar {i}?")
         out.append(
             VQARecord(
-                id=f"r{i:04d}", image=rel, question=q, answer=str(i % 17), dataset=dataset,
-                qtype="numeric", split="train", metric="relaxed_accuracy",
+                id=f"r{i:04d}",
+                image=rel,
+                question=q,
+                answer=str(i % 17),
+                dataset=dataset,
+                qtype="numeric",
+                split="train",
+                metric="relaxed_accuracy",
             )
         )
     return out

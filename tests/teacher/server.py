@@ -37,6 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 
 def default_reply(question: str) -> dict:
@@ -124,7 +125,7 @@ class FakeChatServer:
     def total(self) -> int:
         return sum(self.by_body.values())
 
-    def start(self) -> FakeChatServer:
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
@@ -133,7 +134,7 @@ class FakeChatServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> FakeChatServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -172,7 +173,7 @@ class FakeChatServer:
                 body = {"error": {"message": message, "type": "server_error", "code": code}}
                 self._send(status, json.dumps(body).encode(), headers)
 
-            def do_POST(self):  # noqa: N802 (http.server naming)
+            def do_POST(self):
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 arrived = time.time()
                 try:

@@ -4,8 +4,15 @@ from vlmcot.teacher.cache import CACHE_FILE, ReplyCache, request_key
 
 
 def _e(key, ok=True, text="t\n\n### Answer: 1"):
-    return {"key": key, "ok": ok, "text": text, "reason": None if ok else "refusal",
-            "prompt_tokens": 3, "completion_tokens": 4, "meta": {}}
+    return {
+        "key": key,
+        "ok": ok,
+        "text": text,
+        "reason": None if ok else "refusal",
+        "prompt_tokens": 3,
+        "completion_tokens": 4,
+        "meta": {},
+    }
 
 
 def test_request_key_is_canonical_and_sensitive():

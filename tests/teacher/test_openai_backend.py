@@ -1,6 +1,5 @@
 import asyncio
 import base64
-import time
 
 import pytest
 
@@ -137,8 +136,15 @@ def test_success_sends_key_model_and_params(tmp_path, env_key):
     assert t.counters["attempts"] == 1 and t.counters["retries"] == 0
 
 
-FAULT_REASON = {"429": "http_429", "500": "http_500", "502": "http_502", "503": "http_503",
-                "timeout": "timeout", "reset": "connection", "garbage": "bad_response"}
+FAULT_REASON = {
+    "429": "http_429",
+    "500": "http_500",
+    "502": "http_502",
+    "503": "http_503",
+    "timeout": "timeout",
+    "reset": "connection",
+    "garbage": "bad_response",
+}
 
 
 @pytest.mark.parametrize("http_client", ["aiohttp", "httpx"])
@@ -192,7 +198,13 @@ def test_missing_env_var_is_fatal_and_names_the_variable(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "question,reason",
-    [("REFUSE this", "refusal"), ("SORRY", "refusal"), ("EMPTY", "empty"), ("NOMARK", "no_answer_marker"), ("TRUNCATE", "truncated")],
+    [
+        ("REFUSE this", "refusal"),
+        ("SORRY", "refusal"),
+        ("EMPTY", "empty"),
+        ("NOMARK", "no_answer_marker"),
+        ("TRUNCATE", "truncated"),
+    ],
 )
 def test_malformed_replies_are_completed_failures(tmp_path, env_key, question, reason):
     rec = make_records(tmp_path, 1, questions={0: question})[0]

@@ -112,9 +112,8 @@ def test_usd_budget_uses_the_price_table(tmp_path):
 
 def test_fatal_error_stops_the_run(tmp_path):
     recs = make_records(tmp_path, 8)
-    with FakeChatServer(require_key="sk-the-right-key-000000") as srv:
-        with pytest.raises(FatalTeacherError, match="401"):
-            _run(srv, tmp_path, recs, concurrency=2)
+    with FakeChatServer(require_key="sk-the-right-key-000000") as srv, pytest.raises(FatalTeacherError, match="401"):
+        _run(srv, tmp_path, recs, concurrency=2)
     assert srv.total <= 2  # no new request after the first refusal
 
 
@@ -128,7 +127,10 @@ class _SyncTeacher:
 
     def generate(self, records):
         self.calls.append(len(records))
-        return [TeacherReply(id=r.id, text=f"x y\n\n### Answer: {r.answer}", ok=True, prompt_tokens=5, completion_tokens=4) for r in records]
+        return [
+            TeacherReply(id=r.id, text=f"x y\n\n### Answer: {r.answer}", ok=True, prompt_tokens=5, completion_tokens=4)
+            for r in records
+        ]
 
 
 def test_sync_teacher_goes_through_the_same_runner_in_chunks(tmp_path):

@@ -197,15 +197,18 @@ def run(cfg: Config, tracker) -> None:
 def describe_eval(cfg: Config, model, processor) -> dict[str, float]:
     """Greedy descriptions of up to ``eval_images`` distinct eval images, scored against the truth."""
     records = load_records(cfg.eval_records)
-    seen, picked = set(), []
+    # distinct images, taken round-robin over datasets so every family is measured
+    seen: set[str] = set()
+    by_ds: dict[str, list[VQARecord]] = {}
     for r in sorted(records, key=lambda r: r.id):
-        desc = (r.meta or {}).get("description")
-        if r.image in seen or not isinstance(desc, str):
+        if r.image in seen or not isinstance((r.meta or {}).get("description"), str):
             continue
         seen.add(r.image)
-        picked.append(r)
-        if len(picked) >= cfg.eval_images:
-            break
+        by_ds.setdefault(r.dataset, []).append(r)
+    picked: list[VQARecord] = []
+    for i in range(max((len(v) for v in by_ds.values()), default=0)):
+        picked += [v[i] for _, v in sorted(by_ds.items()) if i < len(v)]
+    picked = picked[: cfg.eval_images]
     backend = HFBackend(model, processor, root=cfg.root)
     outs = backend.generate([GenRequest(r.id, r.image, GENERAL_PROMPT) for r in picked], cfg.generation)
     preds = []

@@ -6,7 +6,7 @@ Reads ``input`` (VQA records, images as repo-relative paths) and writes ``output
 record, sorted by id: ``{id, ok, text, reason, prompt_tokens, completion_tokens, meta}``, plus flat
 metrics. ``backend: scripted`` is the free embedded teacher; ``backend: openai`` talks to any
 OpenAI-compatible endpoint (see docs/teacher.md) through a durable cache (``cache_dir``, a DVC
-``persist: true`` output), so a rerun after an interruption sends only what is missing.
+``persist: true, cache: false`` output), so a rerun after an interruption sends only what is missing.
 
 The stage fails (non-zero exit, so DVC records nothing) when the failure rate passes
 ``max_failure_rate`` (outputs are still written, for inspection), when the budget runs out (nothing
@@ -29,7 +29,7 @@ from vlmcot.io import iter_jsonl, write_json, write_jsonl
 from vlmcot.records import validate_vqa
 from vlmcot.stage import StageError
 from vlmcot.teacher.base import TeacherReply
-from vlmcot.teacher.cache import ReplyCache
+from vlmcot.teacher.cache import CACHE_FILE, ReplyCache
 from vlmcot.teacher.openai_backend import FatalTeacherError, OpenAIConfig, OpenAITeacher
 from vlmcot.teacher.runner import Budget, RunResult, run_teacher
 from vlmcot.teacher.scripted import ScriptedTeacher, ScriptedTeacherConfig
@@ -52,7 +52,7 @@ class Config(StrictModel):
     output: str = "data/distill/replies.jsonl"
     # flat metrics for `dvc metrics`
     metrics: str = "metrics/distill.json"
-    # durable reply cache of the openai backend (DVC persist: true); the scripted backend bypasses it
+    # durable reply cache of the openai backend (DVC persist: true, cache: false); scripted bypasses it
     cache_dir: str = "data/distill_cache"
     # record image paths are relative to this directory
     image_root: str = "."
@@ -130,7 +130,7 @@ def _metrics(rows: list[TeacherReply], result: RunResult, teacher, n_input: int,
         m[f"failed.{reason}"] = k
     for k, v in s.counters.items():
         if k.startswith("retry."):
-            m[f"retries.{k[len('retry.'):]}"] = int(v)
+            m[f"retries.{k[len('retry.') :]}"] = int(v)
     if cache is not None:
         m["cache_skipped_lines"] = cache.skipped_lines
     return m
@@ -150,13 +150,28 @@ def _make_teacher(cfg: Config):
 
 def run(cfg: Config, tracker) -> dict:
     records, invalid_rows, n_input = _load_records(cfg)
+    # dvc.yaml declares the cache dir as an output: it must exist (and not be empty, or DVC warns)
+    # even when the scripted backend bypasses it.
+    Path(cfg.cache_dir).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.cache_dir) / CACHE_FILE).touch(exist_ok=True)
     teacher, cache, budget, concurrency = _make_teacher(cfg)
     if cfg.backend == "openai" and not teacher.has_price:
         log.warning("distill: no price for model %r in distill.openai.prices: cost estimates read 0", cfg.openai.model)
-    log.info("distill: %d records, backend %s%s", len(records), cfg.backend, f", {len(cache)} cached replies" if cache else "")
+    log.info(
+        "distill: %d records, backend %s%s",
+        len(records),
+        cfg.backend,
+        f", {len(cache)} cached replies" if cache is not None else "",
+    )
     try:
         result = run_teacher(
-            records, teacher, cache=cache, budget=budget, concurrency=concurrency, retry_failed=cfg.retry_failed, progress=cfg.progress
+            records,
+            teacher,
+            cache=cache,
+            budget=budget,
+            concurrency=concurrency,
+            retry_failed=cfg.retry_failed,
+            progress=cfg.progress,
         )
     except FatalTeacherError as e:
         raise StageError(
@@ -188,11 +203,20 @@ def run(cfg: Config, tracker) -> dict:
     tracker.log_artifact(cfg.metrics)
     log.info(
         "distill: %d ok, %d failed (%s); %d new replies, %d from cache; %d tokens, ~$%.4f this run",
-        metrics["ok"], metrics["failed"], ", ".join(f"{k}={v}" for k, v in sorted(metrics.items()) if k.startswith("failed.") and v) or "-",
-        s.new_replies, s.cache_hits, s.run_tokens, s.run_cost_usd,
+        metrics["ok"],
+        metrics["failed"],
+        ", ".join(f"{k}={v}" for k, v in sorted(metrics.items()) if k.startswith("failed.") and v) or "-",
+        s.new_replies,
+        s.cache_hits,
+        s.run_tokens,
+        s.run_cost_usd,
     )
     if metrics["failure_rate"] > cfg.max_failure_rate:
-        top = ", ".join(f"{k[len('failed.'):]}: {v}" for k, v in sorted(metrics.items(), key=lambda kv: -kv[1]) if k.startswith("failed.") and v)
+        top = ", ".join(
+            f"{k[len('failed.') :]}: {v}"
+            for k, v in sorted(metrics.items(), key=lambda kv: -kv[1])
+            if k.startswith("failed.") and v
+        )
         raise StageError(
             f"{metrics['failed']} of {metrics['records']} records failed ({metrics['failure_rate']:.1%} > "
             f"max_failure_rate {cfg.max_failure_rate:.1%}): {top}. Outputs were written for inspection "

@@ -18,9 +18,9 @@ from pydantic import Field
 
 from vlmcot.answers import extract_answer
 from vlmcot.config import StrictModel
-from vlmcot.io import read_jsonl, write_json, write_jsonl
+from vlmcot.io import iter_jsonl, write_json, write_jsonl
 from vlmcot.metrics import get_metric
-from vlmcot.records import CoTRecord, VQARecord, validate_vqa
+from vlmcot.records import CoTRecord, VQARecord, load_vqa
 from vlmcot.stage import StageError
 
 SECTION = "filter"
@@ -46,6 +46,9 @@ class Config(StrictModel):
     length_bin: int = Field(5, ge=1)
     # fail if a reply references an unknown record or a record has no reply, beyond this fraction
     max_missing_rate: float = Field(0.0, ge=0, le=1)
+    # bad input rows (not UTF-8, not JSON, invalid record, missing image) are named, counted and
+    # skipped; above this share the stage fails
+    max_bad_rate: float = Field(0.01, ge=0, le=1)
 
 
 def judge(record: VQARecord, reply: dict, min_score: float) -> tuple[str, str | None]:
@@ -101,10 +104,12 @@ def _plot_png(rows: list[dict], path: str | Path) -> None:
 
 
 def run(cfg: Config, tracker) -> None:
-    records, errors = validate_vqa(read_jsonl(cfg.records))
-    for e in errors[:20]:
-        log.warning("skipped %s", e)
-    replies = {r["id"]: r for r in read_jsonl(cfg.replies)}
+    records, errors = load_vqa(cfg.records, check_images=True, max_error_rate=cfg.max_bad_rate,
+                               key="filter.max_bad_rate", log=log)
+    bad_replies: list[str] = []
+    replies = {r["id"]: r for _, r in iter_jsonl(cfg.replies, on_error=bad_replies.append) if "id" in r}
+    for e in bad_replies[:20]:
+        log.warning("skipped reply %s", e)
     missing = [r.id for r in records if r.id not in replies]
     if len(missing) > cfg.max_missing_rate * max(1, len(records)):
         raise StageError(f"{len(missing)} records have no teacher reply (first: {missing[:3]}); "
@@ -139,6 +144,7 @@ def run(cfg: Config, tracker) -> None:
     metrics["total.total"] = tot
     metrics["total.kept_rate"] = round(len(kept) / max(1, tot), 4)
     metrics["total.invalid_records"] = len(errors)
+    metrics["total.invalid_replies"] = len(bad_replies)
     write_json(cfg.metrics, metrics)
     tracker.log_metrics(metrics)
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from pydantic import Field
 
 from vlmcot.config import StrictModel
-from vlmcot.io import read_jsonl, write_json, write_jsonl
+from vlmcot.io import write_json, write_jsonl
 from vlmcot.prompts import build_prompt, format_response
-from vlmcot.records import CoTRecord, SFTRecord, Turn, VQARecord
+from vlmcot.records import CoTRecord, SFTRecord, Turn, VQARecord, load_vqa
 
 SECTION = "mix"
 MIXES = ("format", "direct", "cot", "both")
@@ -49,6 +49,8 @@ class Config(StrictModel):
     general_size: int = Field(200, ge=0)
     # seed for the format and general samples
     seed: int = 0
+    # bad input rows are named, counted and skipped; above this share the stage fails
+    max_bad_rate: float = Field(0.01, ge=0, le=1)
 
 
 def conversation(rec: VQARecord, mode: str, rationale: str | None = None, suffix: str = "") -> SFTRecord:
@@ -113,11 +115,11 @@ def build_mixes(cot: list[CoTRecord], train: list[VQARecord], cfg: Config) -> di
 
 
 def run(cfg: Config, tracker) -> None:
-    cot = [CoTRecord.model_validate(r) for r in read_jsonl(cfg.cot)]
-    train = [VQARecord.model_validate(r) for r in read_jsonl(cfg.records)]
+    cot, bad_cot = load_vqa(cfg.cot, model=CoTRecord, max_error_rate=cfg.max_bad_rate, key="mix.max_bad_rate", log=log)
+    train, bad_train = load_vqa(cfg.records, max_error_rate=cfg.max_bad_rate, key="mix.max_bad_rate", log=log)
     mixes = build_mixes(cot, train, cfg)
     out = Path(cfg.out_dir)
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = {"skipped.cot": len(bad_cot), "skipped.records": len(bad_train)}
     for name, rows in mixes.items():
         write_jsonl(out / f"{name}.jsonl", [r.model_dump_llava() for r in rows], sort_key="id")
         metrics[f"{name}.rows"] = len(rows)

@@ -76,7 +76,7 @@ def run(cfg: Config, tracker) -> None:
         if not cfg.train_sources and not cfg.eval_sources:
             raise StageError("prepare.source is 'hub' but prepare.train_sources and prepare.eval_sources are empty")
         records = load_hub(cfg, out_dir, metrics)
-    good, errors = validate_vqa((r.model_dump(mode="json") for r in records), check_images=True)
+    good, errors = validate_vqa((r.model_dump(mode="json") for r in records), verify_images=True)
     for e in errors[:20]:
         log.warning("skipped %s", e)
     rate = len(errors) / max(1, len(records))

@@ -1,4 +1,5 @@
-"""Stage `table`: gather every model's evaluation into metrics/eval.json and the paper's Table 2.
+"""Stage `table`: gather every model's evaluation into metrics/eval.json, the paper's Table 2 (SFT
+mixes) and Table 6 (SFT vs DPO, with the controls).
 
 Rows are model x prompt (direct, CoT), columns the eval datasets plus the macro average, in percent.
 Only this small stage reruns when one model's evaluation changes.
@@ -33,6 +34,10 @@ class Config(StrictModel):
     out_json: str = "metrics/eval.json"
     # the Table 2 markdown
     out_md: str = "metrics/table2.md"
+    # Table 6 rows: the SFT model against DPO and the controls (empty: no Table 6)
+    table6_models: list[str] = []
+    # the Table 6 markdown
+    table6_md: str = "metrics/table6.md"
 
 
 def run(cfg: Config, tracker) -> None:
@@ -40,7 +45,7 @@ def run(cfg: Config, tracker) -> None:
     from vlmcot.stage import StageError
 
     merged: dict[str, float] = {}
-    for name in cfg.models:
+    for name in dict.fromkeys([*cfg.models, *cfg.table6_models]):
         path = Path(cfg.metrics_dir) / f"{name}.json"
         if not path.is_file():
             raise StageError(f"{path} not found (run: dvc repro evaluate@{name})")
@@ -50,12 +55,23 @@ def run(cfg: Config, tracker) -> None:
     for k, v in merged.items():
         model, rest = k.split(".", 1)
         labelled[f"{cfg.labels.get(model, model)}.{rest}"] = v
+    def only(models: list[str]) -> dict[str, float]:
+        names = {cfg.labels.get(m, m) for m in models}
+        return {k: v for k, v in labelled.items() if k.split(".", 1)[0] in names}
+
     md = "# Table 2 (embedded run): accuracy in percent\n\n" + markdown_table(
-        labelled, [cfg.labels.get(m, m) for m in cfg.models]
+        only(cfg.models), [cfg.labels.get(m, m) for m in cfg.models]
     )
     write_json(cfg.out_json, merged)
     Path(cfg.out_md).parent.mkdir(parents=True, exist_ok=True)
     Path(cfg.out_md).write_text(md)
     tracker.log_text(md, "table2.md")
+    if cfg.table6_models:
+        md6 = "# Table 6 (embedded run): SFT vs DPO and controls, accuracy in percent\n\n" + markdown_table(
+            only(cfg.table6_models), [cfg.labels.get(m, m) for m in cfg.table6_models]
+        )
+        Path(cfg.table6_md).write_text(md6)
+        tracker.log_text(md6, "table6.md")
+        md += "\n" + md6
     tracker.log_metrics(merged)
     log.info("\n%s", md)

@@ -1,7 +1,8 @@
 """Durable, append-only cache of teacher replies, so an interrupted distillation resumes where it stopped.
 
-One JSONL file (``replies.jsonl``) in the cache dir, which dvc.yaml declares as a ``persist: true``
-output: DVC neither deletes it before a run nor after a failed one. Each line is one completed request,
+One JSONL file (``replies.jsonl``) in the cache dir, which dvc.yaml declares as an output with
+``persist: true`` and ``cache: false``: DVC neither deletes it before a run nor restores an older copy
+over it (with DVC caching on, ``dvc exp run`` did, losing paid replies). Each line is one completed request,
 keyed by :func:`request_key` (a hash of model + prompt + image bytes + generation params), written with
 flush + fsync before the request counts as done. A ``kill -9`` can at worst leave one torn last line:
 it is ignored on load and cut off before the next append, so it never glues onto a good line. When a
@@ -16,7 +17,7 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ class ReplyCache:
             nl = data.find(b"\n", pos)
             if nl == -1:  # no newline: the torn tail of a killed write
                 self.skipped_lines += 1
-                log.warning("%s: ignoring a torn last line (%d bytes) left by an interrupted run", self.path, len(data) - pos)
+                log.warning(
+                    "%s: ignoring a torn last line (%d bytes) left by an interrupted run", self.path, len(data) - pos
+                )
                 break
             line = data[pos:nl].strip()
             pos = nl + 1
@@ -103,7 +106,9 @@ class ReplyCache:
         if not entries:
             return
         fh = self._open()
-        fh.write("".join(json.dumps(e, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n" for e in entries))
+        fh.write(
+            "".join(json.dumps(e, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n" for e in entries)
+        )
         fh.flush()
         os.fsync(fh.fileno())
         for e in entries:
@@ -117,7 +122,7 @@ class ReplyCache:
             self._fh.close()
             self._fh = None
 
-    def __enter__(self) -> ReplyCache:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

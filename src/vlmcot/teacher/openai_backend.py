@@ -24,16 +24,18 @@ import random
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, field_validator
 
 from vlmcot.answers import extract_answer
 from vlmcot.config import ConfigError, StrictModel
+from vlmcot.prompts import teacher_messages
 from vlmcot.records import VQARecord
 from vlmcot.teacher.base import TeacherReply
 from vlmcot.teacher.cache import request_key
@@ -226,12 +228,6 @@ def classify_reply(text: str | None, finish_reason: str | None, refusal: str | N
     return "empty_answer"
 
 
-def _default_prompt(record: VQARecord) -> tuple[str, str]:
-    from vlmcot.prompts import teacher_messages  # the one place the paper's teacher prompt lives
-
-    return teacher_messages(record)
-
-
 def _retry_after_s(exc: Exception) -> float | None:
     """Seconds the server asked us to wait (retry-after-ms, Retry-After seconds or HTTP date)."""
     resp = getattr(exc, "response", None)
@@ -257,7 +253,7 @@ def _retry_after_s(exc: Exception) -> float | None:
 
 
 def _transport_reason(exc: BaseException) -> str:
-    """"timeout" or "connection" for a failed request, from the exception's cause chain.
+    """ "timeout" or "connection" for a failed request, from the exception's cause chain.
 
     The client's aiohttp transport reports every aiohttp connection error (a reset, a dropped
     connection) as a connect timeout; the chain still holds the real cause.
@@ -304,7 +300,7 @@ class OpenAITeacher:
     ):
         self.cfg = cfg
         self.image_root = Path(image_root)
-        self.prompt_fn = prompt_fn or _default_prompt
+        self.prompt_fn = prompt_fn or teacher_messages  # the one place the paper's teacher prompt lives
         self._client = client
         self._secret: str | None = None
         self.counters: Counter[str] = Counter()  # attempts, retries, retry.<reason>
@@ -339,7 +335,11 @@ class OpenAITeacher:
                 except RuntimeError:  # openai installed without its aiohttp extra
                     log.warning("distill.openai.http_client: aiohttp is not installed; using httpx")
             self._client = openai.AsyncOpenAI(
-                api_key=key, base_url=self.cfg.base_url, timeout=self.cfg.request_timeout_s, max_retries=0, http_client=http
+                api_key=key,
+                base_url=self.cfg.base_url,
+                timeout=self.cfg.request_timeout_s,
+                max_retries=0,
+                http_client=http,
             )
         return self._client
 
@@ -376,7 +376,7 @@ class OpenAITeacher:
             raise RecordError("image_unreadable", f"{record.image}: not a PNG, JPEG, WebP or GIF file")
         try:
             system, user_text = self.prompt_fn(record)
-        except Exception as e:  # a prompt builder bug for one odd record must not kill the run
+        except Exception as e:  # noqa: BLE001 - a prompt builder bug on one odd record must not kill the run
             raise RecordError("prompt_error", f"{type(e).__name__}: {e}") from None
         c = self.cfg
         key = request_key(
@@ -406,7 +406,12 @@ class OpenAITeacher:
 
         client = self.client()
         c = self.cfg
-        body: dict[str, Any] = {"model": c.model, "messages": prep.messages(), "temperature": c.temperature, "max_tokens": c.max_tokens}
+        body: dict[str, Any] = {
+            "model": c.model,
+            "messages": prep.messages(),
+            "temperature": c.temperature,
+            "max_tokens": c.max_tokens,
+        }
         if c.seed is not None:
             body["seed"] = c.seed
         attempt = 0
@@ -447,6 +452,8 @@ class OpenAITeacher:
                 # Respect the server: never retry earlier than it asked, and hold back every worker.
                 delay = max(delay, retry_after)
                 self._pause_until = max(self._pause_until, time.monotonic() + retry_after)
+                if retry_after >= 10:
+                    log.info("distill: rate limited (%s); waiting %.0fs as the server asked", reason, retry_after)
             self.counters["retries"] += 1
             self.counters[f"retry.{reason}"] += 1
             attempt += 1
@@ -486,6 +493,5 @@ class OpenAITeacher:
 
         result = run_teacher(records, self, cache=None, progress=False)
         return [
-            result.replies.get(r.id) or TeacherReply(id=r.id, text=None, ok=False, reason="not_sent")
-            for r in records
+            result.replies.get(r.id) or TeacherReply(id=r.id, text=None, ok=False, reason="not_sent") for r in records
         ]

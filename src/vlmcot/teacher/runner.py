@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from vlmcot.records import VQARecord
 from vlmcot.teacher.base import TeacherReply
 from vlmcot.teacher.cache import ReplyCache
+from vlmcot.teacher.openai_backend import FatalTeacherError, RecordError, TransportFailure, redact
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +40,15 @@ class Budget:
     max_tokens: int | None = None
     max_usd: float | None = None
 
-    def reached(self, tokens: int, usd: float, in_flight: int = 0, per_req_tokens: float = 0.0, per_req_usd: float = 0.0) -> bool:
+    def reached(
+        self, tokens: int, usd: float, in_flight: int = 0, per_req_tokens: float = 0.0, per_req_usd: float = 0.0
+    ) -> bool:
         """True when spending so far, plus the expected cost of what is in flight and one more
         request, would pass a cap (keeps the overshoot to about one request, not ``concurrency``)."""
         n = in_flight + 1
-        if self.max_tokens is not None and tokens + n * per_req_tokens > self.max_tokens:
-            return True
-        if self.max_usd is not None and usd + n * per_req_usd > self.max_usd:
-            return True
-        return False
+        over_tokens = self.max_tokens is not None and tokens + n * per_req_tokens > self.max_tokens
+        over_usd = self.max_usd is not None and usd + n * per_req_usd > self.max_usd
+        return over_tokens or over_usd
 
 
 @dataclass
@@ -91,7 +92,15 @@ class _Progress:
     """tqdm bar with tokens, estimated cost and failures in the postfix (rate and ETA come from tqdm)."""
 
     def __init__(self, total: int, initial: int, enabled: bool, desc: str):
-        self.bar = tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="rec", dynamic_ncols=True, mininterval=0.5)
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            disable=not enabled,
+            desc=desc,
+            unit="rec",
+            dynamic_ncols=True,
+            mininterval=0.5,
+        )
         self.tokens = 0
         self.usd = 0.0
         self.failed = 0
@@ -135,7 +144,7 @@ class _GroupCommitter:
             batch, self.pending = self.pending, []
             try:
                 await asyncio.to_thread(self.cache.append_many, [e for e, _ in batch])
-            except Exception as e:  # disk full, permissions: no durability, so nothing may count as done
+            except Exception as e:  # noqa: BLE001 - disk full, permissions: nothing may count as done
                 for _, f in batch:
                     if not f.done():
                         f.set_exception(e)
@@ -180,13 +189,17 @@ def _run_sync(records: Sequence[VQARecord], teacher: Any, budget: Budget, progre
                 raise RuntimeError(f"teacher {teacher.name!r} returned {len(out)} replies for {len(chunk)} records")
             for rec, rep in zip(chunk, out):
                 if rep.id != rec.id:
-                    raise RuntimeError(f"teacher {teacher.name!r} answered record {rep.id!r} in the place of {rec.id!r}")
+                    raise RuntimeError(
+                        f"teacher {teacher.name!r} answered record {rep.id!r} in the place of {rec.id!r}"
+                    )
                 replies[rec.id] = rep
                 stats.new_replies += 1
                 stats.run_prompt_tokens += rep.prompt_tokens
                 stats.run_completion_tokens += rep.completion_tokens
             stats.counters["attempts"] += len(chunk)
-            bar.update(len(chunk), sum(r.prompt_tokens + r.completion_tokens for r in out), 0.0, sum(not r.ok for r in out))
+            bar.update(
+                len(chunk), sum(r.prompt_tokens + r.completion_tokens for r in out), 0.0, sum(not r.ok for r in out)
+            )
     finally:
         bar.close()
     return RunResult(replies, stats)
@@ -210,8 +223,6 @@ async def _run_async(
     not wait for the disk: it takes its next record while the commit runs. Memory holds images only
     for queued and in-flight requests, so 200k records cost no more than a few hundred.
     """
-    from vlmcot.teacher.openai_backend import FatalTeacherError, RecordError, TransportFailure, redact
-
     stats = RunStats(records=len(records))
     replies: dict[str, TeacherReply] = {}
     n_workers = max(1, min(concurrency, len(records)))
@@ -250,6 +261,7 @@ async def _run_async(
         try:
             for i in range(0, len(records), prefetch_chunk):
                 if fatal:
+                    stats.not_sent += len(records) - i  # never prepared: the run is stopping
                     break
                 for item in await asyncio.to_thread(prepare_many, list(records[i : i + prefetch_chunk])):
                     await queue.put(item)
@@ -276,7 +288,7 @@ async def _run_async(
             fatal.append(e)
             state["stop"] = True
             return ("stopped", None)
-        except Exception as e:  # a backend bug on one odd record: record it, keep going
+        except Exception as e:  # noqa: BLE001 - a backend bug on one odd record: record it, go on
             detail = redact(f"{type(e).__name__}: {e}", secret())[:300]
             log.warning("distill: a request failed unexpectedly: %s", detail)
             stats.transport_failures += 1
@@ -300,7 +312,7 @@ async def _run_async(
                 if committer is not None:
                     try:
                         await committer.commit(outcome[1])
-                    except Exception as e:  # no durability: stop rather than pay for replies we may lose
+                    except Exception as e:  # noqa: BLE001 - no durability: stop, not pay for replies we may lose
                         fatal.append(FatalTeacherError(f"cannot write the reply cache {cache.path}: {e}"))
                         state["stop"] = True
                         outcome = ("stopped", None)
