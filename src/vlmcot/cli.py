@@ -59,6 +59,49 @@ def profile(
     print(f"wrote {target} ({profile_file} over {params}); every section validates. Next: vlmcot plan -p {target}")
 
 
+@app.command("import-sharegpt")
+def import_sharegpt(
+    kind: str = typer.Argument(..., help="sft | pairs"),
+    source: str = typer.Argument(..., help="the release's sft/ or dpo_preview/ folder, or one file"),
+    out: str = typer.Option(..., "--out", "-o", help="JSONL to write (our SFTRecord / PairRecord rows)"),
+    image_root: str | None = typer.Option(None, help="where the release's image archives were unpacked"),
+) -> None:
+    """Import the released ShareGPT-4o-Reasoning SFT rows or DPO pairs (skip distillation / sampling).
+    Point `dpo.pairs` at the imported pairs, or use `mix.source: sharegpt` for the SFT files."""
+    from vlmcot.adapters.base import LoadReport
+    from vlmcot.io import write_jsonl
+    from vlmcot.sharegpt import import_pairs, import_sft
+
+    if kind not in ("sft", "pairs"):
+        raise typer.BadParameter("kind must be sft or pairs")
+    report = LoadReport()
+    rows = (import_sft if kind == "sft" else import_pairs)(source, image_root, report)
+    n = write_jsonl(out, [r.model_dump(mode="json", by_alias=True, exclude_none=True) for r in rows], sort_key="id")
+    print(f"imported {n} {kind} rows to {out} ({report.bad} bad rows skipped)")
+
+
+@app.command("export-sharegpt")
+def export_sharegpt(
+    kind: str = typer.Argument(..., help="sft | pairs"),
+    source: str = typer.Argument(..., help="our JSONL: data/mix/both.jsonl or data/pairs/pairs.jsonl"),
+    out_dir: str = typer.Option(..., "--out", "-o", help="folder for the released file layout"),
+    image_root: str | None = typer.Option(None, help="make image paths relative to this folder"),
+) -> None:
+    """Export our SFT mix or preference pairs in the released ShareGPT-4o-Reasoning formats."""
+    from vlmcot.io import read_jsonl
+    from vlmcot.records import PairRecord, SFTRecord
+    from vlmcot.sharegpt import export_pairs, export_sft
+
+    if kind == "sft":
+        files = export_sft([SFTRecord.model_validate(r) for r in read_jsonl(source)], out_dir, image_root)
+    elif kind == "pairs":
+        files = export_pairs([PairRecord.model_validate(r) for r in read_jsonl(source)], out_dir, image_root)
+    else:
+        raise typer.BadParameter("kind must be sft or pairs")
+    for f, n in sorted(files.items()):
+        print(f"{n:8d}  {f}")
+
+
 @app.command()
 def plan(params: str = typer.Option("params.yaml", "--params", "-p", help="params file")) -> None:
     """Dry run of the whole pipeline: each stage's command and how it executes at this scale."""

@@ -63,3 +63,31 @@ def test_seeded_and_deterministic(tmp_path, tracker):
     cfg2 = _setup(tmp_path, format_per_dataset=3, general_size=4, seed=1)
     mix.run(cfg2, tracker)
     assert (tmp_path / "mix" / "both.jsonl").read_bytes() != a
+
+
+def test_mix_from_released_sharegpt_files(tmp_path, tracker):
+    """The four mixes built from ShareGPT-4o-Reasoning-format files (skip distillation)."""
+    from vlmcot.records import SFTRecord
+    from vlmcot.sharegpt import export_sft
+
+    rows = []
+    for ds in ("chartqa", "aokvqa"):
+        for i in range(6):
+            for kind, answer in (("direct", "7"), ("cot", "The bar is 7.\n\n### Answer: 7")):
+                suffix = ("\nAnswer the question with a short answer." if kind == "direct"
+                          else "\nGenerate a reason first and then output a short answer.")
+                rows.append(SFTRecord.model_validate({
+                    "id": f"{ds}_{i}_{kind}", "image": f"{ds}/{i}.png", "dataset": ds, "kind": kind,
+                    "conversations": [{"from": "human", "value": f"<image>\nQ{i}?{suffix}"},
+                                      {"from": "gpt", "value": answer}]}))
+    export_sft(rows, tmp_path / "release" / "sft")
+    cfg = mix.Config(source="sharegpt", sharegpt_dir=str(tmp_path / "release" / "sft"),
+                     out_dir=str(tmp_path / "mix"), metrics=str(tmp_path / "mix.json"),
+                     format_per_dataset=2, include_general=False)
+    mix.run(cfg, tracker)
+    sets = {n: read_jsonl(tmp_path / "mix" / f"{n}.jsonl") for n in ["format", "direct", "cot", "both"]}
+    kinds = {n: collections.Counter(r["kind"] for r in rows) for n, rows in sets.items()}
+    assert kinds["format"] == {"cot": 2, "direct": 2}
+    assert kinds["direct"] == {"direct": 2 + 10, "cot": 2}
+    assert kinds["both"] == {"direct": 12, "cot": 12}
+    assert all(r["conversations"][0]["value"].startswith("<image>\n") for r in sets["both"])

@@ -8,6 +8,9 @@
 Each may add the small "general" set (image descriptions; the paper's 2k instruction examples).
 The direct set uses the same records as the CoT set (the paper's "corresponding short answers").
 
+``source: sharegpt`` builds the same four mixes from the released ShareGPT-4o-Reasoning SFT files
+(vlmcot.sharegpt) instead of our distilled data, so a user can skip distillation entirely.
+
     python stages/mix.py        # or: vlmcot mix
 """
 
@@ -17,6 +20,7 @@ import collections
 import logging
 import random
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -32,6 +36,12 @@ log = logging.getLogger(__name__)
 
 
 class Config(StrictModel):
+    # "distilled": our filter output; "sharegpt": the released SFT files under sharegpt_dir
+    source: Literal["distilled", "sharegpt"] = "distilled"
+    # source: sharegpt - the release's sft/ folder (or one of its JSONL files)
+    sharegpt_dir: str | None = None
+    # source: sharegpt - where the release's image archives were unpacked (prefixed to image paths)
+    sharegpt_image_root: str | None = None
     # filtered CoT records from `filter`
     cot: str = "data/filter/cot.jsonl"
     # all prepared train records (source of the general description set)
@@ -114,12 +124,54 @@ def build_mixes(cot: list[CoTRecord], train: list[VQARecord], cfg: Config) -> di
     return mixes
 
 
+def build_from_sharegpt(rows: list[SFTRecord], cfg: Config) -> dict[str, list[SFTRecord]]:
+    """The four mixes from released rows: their direct / cot / general kinds, plus a format-aligned
+    sample per dataset drawn from them (kept out of the direct and CoT sets, as for our own data)."""
+    rng = random.Random(cfg.seed)
+    by = collections.defaultdict(list)
+    for r in sorted(rows, key=lambda r: r.id):
+        by[(r.kind, r.dataset)].append(r)
+    fmt: list[SFTRecord] = []
+    taken: set[str] = set()
+    for ds in sorted({d for (_, d) in by if d}):
+        n_cot = round(cfg.format_per_dataset * cfg.format_cot_fraction)
+        for kind, n in (("cot", n_cot), ("direct", cfg.format_per_dataset - n_cot)):
+            pool = by.get((kind, ds), [])
+            for r in rng.sample(pool, min(n, len(pool))):
+                fmt.append(r)
+                taken.add(r.id)
+    direct = [r for (k, _), rs in sorted(by.items(), key=lambda x: str(x[0])) if k == "direct" for r in rs
+              if r.id not in taken]
+    cots = [r for (k, _), rs in sorted(by.items(), key=lambda x: str(x[0])) if k == "cot" for r in rs
+            if r.id not in taken]
+    general = [r for (k, _), rs in by.items() if k == "general" for r in rs] if cfg.include_general else []
+    if cfg.general_size and len(general) > cfg.general_size:
+        general = rng.sample(sorted(general, key=lambda r: r.id), cfg.general_size)
+    return {"format": fmt + general, "direct": fmt + direct + general, "cot": fmt + cots + general,
+            "both": fmt + direct + cots + general, "general": general}
+
+
 def run(cfg: Config, tracker) -> None:
+    if cfg.source == "sharegpt":
+        from vlmcot.adapters.base import LoadReport
+        from vlmcot.sharegpt import import_sft
+        from vlmcot.stage import StageError
+
+        if not cfg.sharegpt_dir:
+            raise StageError("mix.source is 'sharegpt' but mix.sharegpt_dir is not set")
+        report = LoadReport()
+        rows = import_sft(cfg.sharegpt_dir, cfg.sharegpt_image_root, report)
+        report.check(cfg.max_bad_rate)
+        _write(build_from_sharegpt(rows, cfg), cfg, tracker, {"skipped.sharegpt": report.bad})
+        return
     cot, bad_cot = load_vqa(cfg.cot, model=CoTRecord, max_error_rate=cfg.max_bad_rate, key="mix.max_bad_rate", log=log)
     train, bad_train = load_vqa(cfg.records, max_error_rate=cfg.max_bad_rate, key="mix.max_bad_rate", log=log)
-    mixes = build_mixes(cot, train, cfg)
+    _write(build_mixes(cot, train, cfg), cfg, tracker,
+           {"skipped.cot": len(bad_cot), "skipped.records": len(bad_train)})
+
+
+def _write(mixes: dict[str, list[SFTRecord]], cfg: Config, tracker, metrics: dict[str, float]) -> None:
     out = Path(cfg.out_dir)
-    metrics: dict[str, float] = {"skipped.cot": len(bad_cot), "skipped.records": len(bad_train)}
     for name, rows in mixes.items():
         write_jsonl(out / f"{name}.jsonl", [r.model_dump_llava() for r in rows], sort_key="id")
         metrics[f"{name}.rows"] = len(rows)
