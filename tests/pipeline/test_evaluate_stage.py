@@ -60,3 +60,4 @@ def test_description_facts_and_scores():
     s = description_scores("A bar chart with two bars. From top to bottom: oat is 3 and nut is 8.", ref)
     assert s == {"exact": 0.0, "fact_recall": 0.75, "value_recall": 0.5}
     assert description_scores(ref, ref)["exact"] == 1.0
+    assert description_scores("Owl.", "The owl eats the frog.")["value_recall"] is None  # no numbers to read

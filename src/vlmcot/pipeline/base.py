@@ -123,7 +123,8 @@ def description_scores(prediction: str, reference: str) -> dict[str, float]:
     return {
         "exact": float(_norm(prediction) == _norm(reference)),
         "fact_recall": sum(f in pred for f in ref) / len(ref) if ref else 0.0,
-        "value_recall": sum(f in pred for f in values) / len(values) if values else 1.0,
+        # None when the description states no number (it then counts in neither direction)
+        "value_recall": sum(f in pred for f in values) / len(values) if values else None,
     }
 
 
@@ -217,15 +218,16 @@ def describe_eval(cfg: Config, model, processor) -> dict[str, float]:
         preds.append({"id": r.id, "dataset": r.dataset, "image": r.image, "prediction": o.texts[0],
                       "reference": r.meta["description"], **s})
     write_jsonl(cfg.predictions, preds, sort_key="id")
-    out = {
-        "desc.exact": statistics.fmean(p["exact"] for p in preds) if preds else 0.0,
-        "desc.fact_recall": statistics.fmean(p["fact_recall"] for p in preds) if preds else 0.0,
-        "desc.value_recall": statistics.fmean(p["value_recall"] for p in preds) if preds else 0.0,
-        "desc.n": len(preds),
-    }
-    for ds in sorted({p["dataset"] for p in preds}):
-        ps = [p for p in preds if p["dataset"] == ds]
-        out[f"desc.{ds}.fact_recall"] = statistics.fmean(p["fact_recall"] for p in ps)
-        out[f"desc.{ds}.value_recall"] = statistics.fmean(p["value_recall"] for p in ps)
-        out[f"desc.{ds}.exact"] = statistics.fmean(p["exact"] for p in ps)
+    def mean(ps: list[dict], key: str) -> float:
+        vals = [p[key] for p in ps if p[key] is not None]
+        return statistics.fmean(vals) if vals else 0.0
+
+    out = {"desc.n": len(preds)}
+    for ds in [None, *sorted({p["dataset"] for p in preds})]:
+        ps = [p for p in preds if ds is None or p["dataset"] == ds]
+        prefix = "desc." if ds is None else f"desc.{ds}."
+        out[prefix + "exact"] = mean(ps, "exact")
+        out[prefix + "fact_recall"] = mean(ps, "fact_recall")
+        if any(p["value_recall"] is not None for p in ps):
+            out[prefix + "value_recall"] = mean(ps, "value_recall")
     return out
