@@ -72,6 +72,7 @@ def test_plan_shows_accelerate_deepspeed_and_vllm(paper):
     dpo = next(l for l in lines if l.startswith("dpo:"))
     assert "configs/accelerate/zero2.yaml --num_processes 8" in dpo
     assert any(l.startswith("sample@train:") and "backend vllm" in l for l in lines)
+    assert any(l.startswith("evaluate@both:") and "backend vllm" in l for l in lines)
     assert any(l.startswith("base: skipped") for l in lines)
 
 

@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 from vlmcot.config import ConfigError, StrictModel
 from vlmcot.generation import GenerationConfig
 from vlmcot.io import read_jsonl, write_json, write_jsonl
+from vlmcot.vllm_backend import VLLMConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,10 @@ class Config(StrictModel):
     metrics_dir: str = "metrics/eval"
     # image paths are relative to this folder
     root: str = "."
-    # generation backend ("hf": transformers in-process; a vLLM backend plugs in here later)
-    backend: Literal["hf"] = "hf"
+    # generation backend: "hf" (transformers in-process) or "vllm" (paper scale; `pip install vllm`)
+    backend: Literal["hf", "vllm"] = "hf"
+    # vLLM engine settings (backend: vllm only)
+    vllm: VLLMConfig = VLLMConfig()
     # weights dtype (paper scale: bfloat16)
     dtype: Literal["float32", "bfloat16"] = "float32"
     # "auto": cuda when available, else cpu
@@ -116,11 +119,20 @@ def run(cfg: Config, tracker, item: str | None = None) -> None:
     name = _model_name(cfg, item)
     records = select_records(cfg)
     tracker.set_tags({"model": name})
-    import torch
+    if cfg.backend == "vllm":
+        from vlmcot.stage import StageError
+        from vlmcot.vllm_backend import VLLMBackend
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    model, processor = load_model_and_processor(cfg.models[name], dtype=cfg.dtype, device=device)
-    backend = HFBackend(model, processor, root=cfg.root)
+        try:
+            backend = VLLMBackend(cfg.models[name], cfg.vllm, root=cfg.root)
+        except ImportError as e:
+            raise StageError(f"evaluate.backend: {e}") from None
+    else:
+        import torch
+
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+        model, processor = load_model_and_processor(cfg.models[name], dtype=cfg.dtype, device=device)
+        backend = HFBackend(model, processor, root=cfg.root)
     log.info("evaluating %s on %d records x %s", name, len(records), cfg.modes)
     rows = evaluate(backend, records, cfg.generation, cfg.modes, cfg.style)
     for r in rows:
