@@ -80,5 +80,12 @@ def write_json(path: str | Path, obj: Any) -> None:
     _atomic_write_text(Path(path), json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+def write_csv(path: str | Path, rows: list[dict], columns: list[str] | None = None) -> None:
+    """Plain CSV for `dvc plots` (values already formatted or str()-able; no quoting needed here)."""
+    cols = columns or (list(rows[0]) if rows else [])
+    lines = [",".join(cols)] + [",".join(str(r[c]) for c in cols) for r in rows]
+    _atomic_write_text(Path(path), "\n".join(lines) + "\n")
+
+
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))

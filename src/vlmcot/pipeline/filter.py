@@ -18,7 +18,7 @@ from pydantic import Field
 
 from vlmcot.answers import extract_answer
 from vlmcot.config import StrictModel
-from vlmcot.io import iter_jsonl, write_json, write_jsonl
+from vlmcot.io import iter_jsonl, write_csv, write_json, write_jsonl
 from vlmcot.metrics import get_metric
 from vlmcot.records import CoTRecord, VQARecord, load_vqa
 from vlmcot.stage import StageError
@@ -72,14 +72,6 @@ def length_histogram(cot_lengths: list[int], direct_lengths: list[int], bin_widt
             "direct": sum(lo <= n < lo + bin_width for n in direct_lengths),
         })
     return rows
-
-
-def _write_csv(path: str | Path, rows: list[dict]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cols = list(rows[0]) if rows else ["length", "cot", "direct"]
-    lines = [",".join(cols)] + [",".join(str(r[c]) for c in cols) for r in rows]
-    path.write_text("\n".join(lines) + "\n")
 
 
 def _plot_png(rows: list[dict], path: str | Path) -> None:
@@ -151,7 +143,7 @@ def run(cfg: Config, tracker) -> None:
     cot_len = [len(k.cot.split()) for k in kept]
     direct_len = [len(k.answer.split()) for k in kept]
     rows = length_histogram(cot_len, direct_len, cfg.length_bin)
-    _write_csv(cfg.lengths_csv, rows)
+    write_csv(cfg.lengths_csv, rows, columns=["length", "cot", "direct"])
     _plot_png(rows, cfg.lengths_png)
     tracker.log_artifact(cfg.lengths_png, "plots")
     tracker.log_artifact(cfg.lengths_csv, "plots")

@@ -128,25 +128,22 @@ def build_from_sharegpt(rows: list[SFTRecord], cfg: Config) -> dict[str, list[SF
     """The four mixes from released rows: their direct / cot / general kinds, plus a format-aligned
     sample per dataset drawn from them (kept out of the direct and CoT sets, as for our own data)."""
     rng = random.Random(cfg.seed)
+    rows = sorted(rows, key=lambda r: r.id)
     by = collections.defaultdict(list)
-    for r in sorted(rows, key=lambda r: r.id):
+    for r in rows:
         by[(r.kind, r.dataset)].append(r)
     fmt: list[SFTRecord] = []
-    taken: set[str] = set()
-    for ds in sorted({d for (_, d) in by if d}):
-        n_cot = round(cfg.format_per_dataset * cfg.format_cot_fraction)
+    n_cot = round(cfg.format_per_dataset * cfg.format_cot_fraction)
+    for ds in sorted({r.dataset for r in rows if r.dataset}):
         for kind, n in (("cot", n_cot), ("direct", cfg.format_per_dataset - n_cot)):
             pool = by.get((kind, ds), [])
-            for r in rng.sample(pool, min(n, len(pool))):
-                fmt.append(r)
-                taken.add(r.id)
-    direct = [r for (k, _), rs in sorted(by.items(), key=lambda x: str(x[0])) if k == "direct" for r in rs
-              if r.id not in taken]
-    cots = [r for (k, _), rs in sorted(by.items(), key=lambda x: str(x[0])) if k == "cot" for r in rs
-            if r.id not in taken]
-    general = [r for (k, _), rs in by.items() if k == "general" for r in rs] if cfg.include_general else []
+            fmt += rng.sample(pool, min(n, len(pool)))
+    taken = {r.id for r in fmt}
+    direct = [r for r in rows if r.kind == "direct" and r.id not in taken]
+    cots = [r for r in rows if r.kind == "cot" and r.id not in taken]
+    general = [r for r in rows if r.kind == "general"] if cfg.include_general else []
     if cfg.general_size and len(general) > cfg.general_size:
-        general = rng.sample(sorted(general, key=lambda r: r.id), cfg.general_size)
+        general = rng.sample(general, cfg.general_size)
     return {"format": fmt + general, "direct": fmt + direct + general, "cot": fmt + cots + general,
             "both": fmt + direct + cots + general, "general": general}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import Field, ValidationError, model_validator
 
 from vlmcot.config import StrictModel
-from vlmcot.io import iter_jsonl, read_jsonl, write_json, write_jsonl
+from vlmcot.io import iter_jsonl, read_jsonl, write_csv, write_json, write_jsonl
 from vlmcot.pairs import build_pairs
 from vlmcot.prompts import PROMPT_STYLES
 from vlmcot.records import Candidate, validate_vqa
@@ -80,13 +80,6 @@ def read_candidates(path: str | Path) -> tuple[list[Candidate], list[str]]:
     return good, errors
 
 
-def _write_csv(path: str | Path, rows: list[dict]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cols = list(rows[0])
-    path.write_text("\n".join([",".join(cols)] + [",".join(str(r[c]) for c in cols) for r in rows]) + "\n")
-
-
 def run(cfg: Config, tracker) -> None:
     for p in (cfg.candidates, cfg.records):
         if not Path(p).is_file():
@@ -121,7 +114,7 @@ def run(cfg: Config, tracker) -> None:
     metrics["all.bad_records"] = len(rec_errors)
     write_json(cfg.metrics, metrics)
     hist = stats.histogram()
-    _write_csv(cfg.plot, hist)
+    write_csv(cfg.plot, hist)
 
     tracker.log_metrics(metrics)
     for k, row in enumerate(hist):  # the histogram as a stepped series: step k = accuracy k/N

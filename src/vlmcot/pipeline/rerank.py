@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import Field
 
 from vlmcot.config import StrictModel
-from vlmcot.io import read_jsonl, write_json, write_jsonl
+from vlmcot.io import read_jsonl, write_csv, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +129,8 @@ def write_curve_csv(path: Path, curves: dict[str, dict[int, float]]) -> None:
     """Wide CSV: one row per N, one column per method (what `dvc plots` draws as lines)."""
     methods = sorted(curves)
     ns = sorted({n for c in curves.values() for n in c})
-    lines = [",".join(["n", *methods])]
-    for n in ns:
-        lines.append(",".join([str(n), *(f"{curves[m][n]:.6f}" for m in methods)]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    rows = [{"n": n, **{m: f"{curves[m][n]:.6f}" for m in methods}} for n in ns]
+    write_csv(path, rows, columns=["n", *methods])
 
 
 def flat_metrics(curves: dict[str, dict[str, dict[int, float]]]) -> dict[str, float]:
