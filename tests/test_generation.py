@@ -44,3 +44,42 @@ def test_num_return_sequences_and_seeded_sampling(backend):
     b = backend.generate(REQUESTS, cfg)
     assert all(len(o.texts) == 3 for o in a)
     assert [o.texts for o in a] == [o.texts for o in b]  # same seed, same draws
+
+
+@pytest.fixture(scope="module")
+def varied(backend):
+    """The backend's model with wider weights (greedy output then varies with prompt and position),
+    decoded with prefix sharing and with plain model.generate."""
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(backend.model)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    shared = HFBackend(model, backend.processor, root=backend.root, progress=False)
+    plain = HFBackend(model, backend.processor, root=backend.root, progress=False, prefix_sharing=False)
+    assert shared.prefix_sharing and not plain.prefix_sharing
+    return shared, plain
+
+
+def test_prefix_shared_greedy_equals_generate(varied):
+    shared, plain = varied
+    cfg = GenerationConfig(max_new_tokens=16, batch_size=4)
+    a, b = shared.generate(REQUESTS, cfg), plain.generate(REQUESTS, cfg)
+    assert [o.texts for o in a] == [o.texts for o in b]
+    assert [o.num_tokens for o in a] == [o.num_tokens for o in b]
+    assert len({o.texts[0] for o in a}) == 4
+
+
+def test_prefix_shared_sampling_is_seeded(varied):
+    shared, _ = varied
+    cfg = GenerationConfig(max_new_tokens=10, batch_size=4, do_sample=True, num_return_sequences=4, seed=3)
+    a, b = shared.generate(REQUESTS, cfg), shared.generate(REQUESTS, cfg)
+    assert [o.texts for o in a] == [o.texts for o in b]
+    assert all(len(set(o.texts)) > 1 for o in a)  # samples of one request differ
+    c = shared.generate(REQUESTS, cfg.model_copy(update={"seed": 4}))
+    assert [o.texts for o in a] != [o.texts for o in c]

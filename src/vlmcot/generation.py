@@ -2,7 +2,10 @@
 
 A :class:`GenerationBackend` turns (image, prompt text) requests into ``num_return_sequences`` texts
 each. :class:`HFBackend` runs a transformers model in-process (left padding, so a batch gives the same
-greedy output as one request at a time); a vLLM backend can plug in later behind the same interface.
+greedy output as one request at a time). For Llama-based models it computes each prompt (vision tower +
+prefill) once and decodes its ``num_return_sequences`` rows against the shared prompt cache
+(:mod:`vlmcot.prefix_sharing`); other models go through ``model.generate``. The vLLM backend
+(:mod:`vlmcot.vllm_backend`) plugs in behind the same interface.
 The prompt text is the human turn *without* ``<image>``: the backend's chat template places the image.
 """
 
@@ -62,14 +65,26 @@ def user_message(prompt: str, with_image: bool = True) -> list[dict]:
 
 
 class HFBackend:
-    """In-process transformers generation with left padding."""
+    """In-process transformers generation with left padding.
 
-    def __init__(self, model, processor, root: str | Path = ".", progress: bool = True):
+    ``prefix_sharing`` (default on): decode with :func:`vlmcot.prefix_sharing.generate_shared` when the
+    model supports it (greedy output equals ``generate``'s token for token; sampled draws are seeded
+    but differ from ``generate``'s). Off, or for an unsupported model: ``model.generate``.
+    """
+
+    def __init__(self, model, processor, root: str | Path = ".", progress: bool = True,
+                 prefix_sharing: bool = True):
+        from vlmcot.prefix_sharing import unsupported_reason
+
         self.model = model.eval()
         self.processor = processor
         self.root = Path(root)
         self.progress = progress
         self._image_cache: dict[str, object] = {}
+        reason = unsupported_reason(self.model) if prefix_sharing else "turned off"
+        self.prefix_sharing = reason is None
+        if prefix_sharing and reason is not None:
+            log.info("prefix sharing unavailable (%s): decoding with model.generate", reason)
 
     @classmethod
     def from_pretrained(cls, path: str, root: str | Path = ".", **kw) -> HFBackend:
@@ -94,6 +109,8 @@ class HFBackend:
         import torch
         from tqdm.auto import tqdm
 
+        from vlmcot.prefix_sharing import generate_shared
+
         tok = self.processor.tokenizer
         # Sort by prompt length so each batch pads little; outputs go back in request order.
         texts = [self._prompt_text(r) for r in requests]
@@ -116,19 +133,27 @@ class HFBackend:
             if cfg.do_sample:
                 # Seeded per batch index, so a resumed or re-batched run reproduces the same draws.
                 torch.manual_seed(cfg.seed + b)
-            gen_kw = dict(
-                max_new_tokens=cfg.max_new_tokens,
-                do_sample=cfg.do_sample,
-                num_return_sequences=cfg.num_return_sequences,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-            )
-            if cfg.do_sample:
-                gen_kw.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
-            with torch.inference_mode():
-                out = self.model.generate(**inputs, **gen_kw)
-            new = out[:, inputs["input_ids"].shape[1] :]
             n = cfg.num_return_sequences
+            if self.prefix_sharing:
+                new = generate_shared(
+                    self.model, inputs, n, cfg.max_new_tokens, tok.eos_token_id, tok.pad_token_id,
+                    do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
+                    # generate honours the model's generation_config.min_new_tokens too
+                    min_new_tokens=getattr(self.model.generation_config, "min_new_tokens", None) or 0,
+                )
+            else:
+                gen_kw = dict(
+                    max_new_tokens=cfg.max_new_tokens,
+                    do_sample=cfg.do_sample,
+                    num_return_sequences=n,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.eos_token_id,
+                )
+                if cfg.do_sample:
+                    gen_kw.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
+                with torch.inference_mode():
+                    out = self.model.generate(**inputs, **gen_kw)
+                new = out[:, inputs["input_ids"].shape[1] :]
             for j, i in enumerate(idx):
                 rows = new[j * n : (j + 1) * n]
                 decoded, lengths = [], []

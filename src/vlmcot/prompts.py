@@ -31,6 +31,10 @@ DIRECT_MC = "Answer with the option's letter from the given choices directly."
 COT_SHORT = "Generate a reason first and then output a short answer."
 COT_MC = "Generate a reason first and then output a letter answer."
 
+# The image-description instruction [ours]: the human turn of the mixes' "general" rows (the paper's
+# small instruction set) and of the embedded base model's pretraining rows and reading probe.
+GENERAL_PROMPT = "Describe the image in detail."
+
 # VLMEvalKit's suffix for VQA sets (ImageVQADataset.build_prompt) and its MCQ closing line
 # (ImageMCQDataset.build_prompt; the trailing " \n" is theirs).
 VLMEVALKIT_SHORT = "Answer the question using a single word or phrase."

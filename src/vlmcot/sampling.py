@@ -186,7 +186,9 @@ def sample_questions(
     if resumed:
         log.info("resuming: %d of %d chunks already sampled", resumed, len(chunks))
     generated, seconds = 0, 0.0
-    bar = tqdm(total=len(records) * spec.num_samples, desc="sample", unit="seq", mininterval=5,
+    # rate shown twice: tqdm's own (sample/s, smoothed over recent chunks) and the run's average over
+    # generation time only ("samples/s", what metrics record as all.samples_per_s)
+    bar = tqdm(total=len(records) * spec.num_samples, desc="sample", unit="sample", mininterval=5,
                initial=sum(len(v) for v in done.values()))
     for k, chunk in enumerate(chunks):
         if k in done:
@@ -199,7 +201,7 @@ def sample_questions(
         generated += len(cands)
         seconds += dt
         bar.update(len(cands))
-        bar.set_postfix(samples_per_s=f"{generated / max(seconds, 1e-9):.1f}")
+        bar.set_postfix({"samples/s": f"{generated / max(seconds, 1e-9):.1f}"})
         if on_chunk is not None:
             on_chunk(k, len(chunks))
     bar.close()

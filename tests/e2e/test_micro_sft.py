@@ -97,7 +97,7 @@ def test_micro_base_sft_evaluate_table(tmp_path, monkeypatch):
     assert main("base", params) == 0
     base = read_json("metrics/base.json")
     assert base["train_steps"] == 4
-    assert all(0 <= base[k] <= 1 for k in ("desc.exact", "desc.fact_recall", "desc.value_recall"))
+    assert all(0 <= base[k] <= 1 for k in ("desc.exact", "desc.fact_recall", "desc.value_recall", "desc.distinct"))
     assert (tmp_path / "models/base/config.json").is_file()
     assert (tmp_path / "models/base/vlmcot_config.json").is_file()
     assert len(read_jsonl("data/base/descriptions.jsonl")) == 4

@@ -20,8 +20,7 @@ from vlmcot.config import StrictModel, save_resolved
 from vlmcot.generation import GenerationConfig, GenRequest, HFBackend
 from vlmcot.io import read_jsonl, write_json, write_jsonl
 from vlmcot.models import TinyLlavaConfig, build_processor, build_tiny_llava, count_parameters, train_bpe_tokenizer
-from vlmcot.pipeline.mix import GENERAL_PROMPT
-from vlmcot.prompts import ANSWER_MARKER, COT_MC, COT_SHORT, DIRECT_MC, DIRECT_SHORT, format_options
+from vlmcot.prompts import ANSWER_MARKER, COT_MC, COT_SHORT, DIRECT_MC, DIRECT_SHORT, GENERAL_PROMPT, format_options
 from vlmcot.records import VQARecord
 from vlmcot.training.sft import TrainConfig, config_hash, train_sft
 
@@ -228,6 +227,9 @@ def describe_eval(cfg: Config, model, processor) -> dict[str, float]:
         prefix = "desc." if ds is None else f"desc.{ds}."
         out[prefix + "exact"] = mean(ps, "exact")
         out[prefix + "fact_recall"] = mean(ps, "fact_recall")
+        # share of distinct descriptions: near 1/n means the model writes the same text whatever the
+        # image shows (image-blind), which fact recall alone hides behind the shared boilerplate
+        out[prefix + "distinct"] = len({p["prediction"] for p in ps}) / len(ps) if ps else 0.0
         if any(p["value_recall"] is not None for p in ps):
             out[prefix + "value_recall"] = mean(ps, "value_recall")
     return out

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from vlmcot.config import StrictModel, save_resolved
 from vlmcot.io import read_jsonl, write_json
-from vlmcot.pipeline.sft import LaunchConfig
+from vlmcot.pipeline.sft import LaunchConfig, accelerate_launch
 from vlmcot.training.dpo import DPOTrainConfig
 from vlmcot.training.sft import config_hash
 
@@ -60,14 +60,8 @@ class Config(StrictModel):
 
 
 def launch_command(cfg: Config, config_path: str) -> list[str]:
-    exe = Path(sys.executable).parent / "accelerate"
-    cmd = [str(exe) if exe.exists() else "accelerate", "launch"]
-    if cfg.launch.accelerate_config:
-        cmd += ["--config_file", cfg.launch.accelerate_config]
-    cmd += ["--num_processes", str(cfg.launch.num_processes)]
-    if cfg.launch.main_process_port:
-        cmd += ["--main_process_port", str(cfg.launch.main_process_port)]
-    return cmd + ["-m", "vlmcot.pipeline.dpo", config_path]
+    """The ``accelerate launch`` command that runs :func:`worker_main` on every process."""
+    return accelerate_launch(cfg.launch, "vlmcot.pipeline.dpo", config_path)
 
 
 def dry_run(cfg: Config, item: str | None) -> None:

@@ -26,12 +26,11 @@ from pydantic import Field
 
 from vlmcot.config import StrictModel
 from vlmcot.io import write_json, write_jsonl
-from vlmcot.prompts import build_prompt, format_response
+from vlmcot.prompts import GENERAL_PROMPT, build_prompt, format_response
 from vlmcot.records import CoTRecord, SFTRecord, Turn, VQARecord, load_vqa
 
 SECTION = "mix"
 MIXES = ("format", "direct", "cot", "both")
-GENERAL_PROMPT = "Describe the image in detail."
 log = logging.getLogger(__name__)
 
 

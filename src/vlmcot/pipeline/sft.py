@@ -41,6 +41,19 @@ class LaunchConfig(StrictModel):
     main_process_port: int | None = None  # torch.distributed rendezvous port; None: accelerate's default
 
 
+def accelerate_launch(launch: LaunchConfig, module: str, config_path: str) -> list[str]:
+    """The ``accelerate launch`` command running ``python -m <module> <config_path>`` on every process."""
+    # the venv's own `accelerate` (beside this python), so the launched processes import this install
+    exe = Path(sys.executable).parent / "accelerate"
+    cmd = [str(exe) if exe.exists() else "accelerate", "launch"]
+    if launch.accelerate_config:
+        cmd += ["--config_file", launch.accelerate_config]
+    cmd += ["--num_processes", str(launch.num_processes)]
+    if launch.main_process_port:
+        cmd += ["--main_process_port", str(launch.main_process_port)]
+    return cmd + ["-m", module, config_path]
+
+
 class Config(StrictModel):
     # model to fine-tune: a local save_pretrained folder or a hub id (paper: lmms-lab/llama3-llava-next-8b)
     base_model: str = "models/base"
@@ -83,16 +96,7 @@ def resolved(cfg: Config, mix: str) -> dict:
 
 def launch_command(cfg: Config, config_path: str) -> list[str]:
     """The ``accelerate launch`` command that runs :func:`worker_main` on every process."""
-    # the venv's own `accelerate` (beside this python), so the launched processes import this install
-    exe = Path(sys.executable).parent / "accelerate"
-    cmd = [str(exe) if exe.exists() else "accelerate", "launch"]
-    if cfg.launch.accelerate_config:
-        cmd += ["--config_file", cfg.launch.accelerate_config]
-    cmd += ["--num_processes", str(cfg.launch.num_processes)]
-    if cfg.launch.main_process_port:
-        cmd += ["--main_process_port", str(cfg.launch.main_process_port)]
-    cmd += ["-m", "vlmcot.pipeline.sft", config_path]
-    return cmd
+    return accelerate_launch(cfg.launch, "vlmcot.pipeline.sft", config_path)
 
 
 def _paths(cfg: Config, mix: str) -> tuple[Path, Path, Path, Path]:

@@ -1,1 +1,2 @@
-"""Training loops: SFT (TRL SFTTrainer) for the base and sft stages; the DPO stage will live beside it."""
+"""Training loops: SFT (TRL SFTTrainer, sft.py) for the base, sft and control stages, DPO (DPOTrainer, dpo.py),
+the TrainingArguments both share (common.py), and the RFT control's data (rft.py)."""

@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from vlmcot.config import StrictModel
+from vlmcot.training.common import trainer_kwargs
 from vlmcot.training.sft import prepare_checkpoint_dir
 
 log = logging.getLogger(__name__)
@@ -111,35 +112,10 @@ def dpo_config(cfg: DPOTrainConfig, output_dir: str | Path, report_to: list[str]
     from trl import DPOConfig
 
     return DPOConfig(
-        output_dir=str(output_dir),
-        run_name=run_name,
+        **trainer_kwargs(cfg, output_dir, report_to, run_name),
         beta=cfg.beta,
         loss_type=list(cfg.loss_type),
         loss_weights=cfg.loss_weights,
-        learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        max_length=cfg.max_length,
-        bf16=cfg.bf16,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        dataloader_pin_memory=False,
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        dataloader_num_workers=cfg.dataloader_num_workers,
-        deepspeed=cfg.deepspeed,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        report_to=report_to if report_to is not None else [],
-        disable_tqdm=False,
-        save_only_model=False,
     )
 
 

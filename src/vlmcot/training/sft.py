@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import Field
 
 from vlmcot.config import StrictModel
+from vlmcot.training.common import trainer_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -135,34 +136,9 @@ def sft_config(cfg: TrainConfig, output_dir: str | Path, report_to: list[str] | 
     from trl import SFTConfig
 
     return SFTConfig(
-        output_dir=str(output_dir),
-        run_name=run_name,
-        learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        max_length=cfg.max_length,
-        bf16=cfg.bf16,
-        activation_checkpointing=cfg.gradient_checkpointing,
-        dataloader_pin_memory=False,
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        dataloader_num_workers=cfg.dataloader_num_workers,
-        deepspeed=cfg.deepspeed,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
+        **trainer_kwargs(cfg, output_dir, report_to, run_name),
         assistant_only_loss=True,
         packing=False,
-        report_to=report_to if report_to is not None else [],
-        disable_tqdm=False,
-        save_only_model=False,
         dataset_kwargs={"skip_prepare_dataset": True},
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         length_column_name="length",

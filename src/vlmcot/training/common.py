@@ -1,0 +1,44 @@
+"""What the SFT and DPO wrappers share: the TrainingArguments both build their TRL config from.
+
+:func:`trainer_kwargs` maps the fields common to :class:`~vlmcot.training.sft.TrainConfig` and
+:class:`~vlmcot.training.dpo.DPOTrainConfig` (named after TrainingArguments) onto keyword arguments
+of ``SFTConfig`` / ``DPOConfig``; each wrapper adds only its trainer's own settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def trainer_kwargs(cfg, output_dir: str | Path, report_to: list[str] | None, run_name: str) -> dict:
+    """Keyword arguments shared by our ``SFTConfig`` and ``DPOConfig`` (either config class as ``cfg``)."""
+    return dict(
+        output_dir=str(output_dir),
+        run_name=run_name,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        max_length=cfg.max_length,
+        bf16=cfg.bf16,
+        # transformers 5 name; `gradient_checkpointing` is its deprecated alias (warns, gone in v6). Set
+        # explicitly: TRL's configs default the alias to True.
+        activation_checkpointing=cfg.gradient_checkpointing,
+        dataloader_pin_memory=False,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        deepspeed=cfg.deepspeed,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to=report_to if report_to is not None else [],
+        disable_tqdm=False,
+        save_only_model=False,
+    )
