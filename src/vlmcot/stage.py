@@ -60,6 +60,11 @@ def main(
         return 2
     from vlmcot import tracking
 
+    if getattr(cfg, "torch_threads", None):
+        # after OMP_NUM_THREADS=1 above: a stage that measured better asks for more (training, 2 cores)
+        import torch
+
+        torch.set_num_threads(cfg.torch_threads)
     t0 = time.time()
     run_name = f"{module.SECTION}@{item}" if item is not None else None
     try:

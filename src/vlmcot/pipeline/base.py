@@ -1,7 +1,8 @@
 """Stage `base` (embedded scale only): the tiny LLaVA learns to see, the stand-in for a pretrained VLM.
 
 Trains a BPE tokenizer on the world's train text, builds a tiny LlavaForConditionalGeneration from
-params, and pretrains it on image -> description (``meta["description"]`` of every train image, the
+params, pretrains its vision tower to read (dense per-patch token and colour labels redrawn from each
+image's facts, vlmcot.training.vision: the stand-in for CLIP's pretraining), then trains it on image -> description (``meta["description"]`` of every train image, the
 general instruction prompt of the mix stage). It never sees a QA format: that is what SFT teaches.
 Reports how well it learned to read: exact match and per-fact recall of greedy descriptions of eval
 images. At paper scale this stage is skipped and ``sft.base_model`` names a hub model instead.
@@ -23,6 +24,7 @@ from vlmcot.models import TinyLlavaConfig, build_processor, build_tiny_llava, co
 from vlmcot.prompts import ANSWER_MARKER, COT_MC, COT_SHORT, DIRECT_MC, DIRECT_SHORT, GENERAL_PROMPT, format_options
 from vlmcot.records import VQARecord
 from vlmcot.training.sft import TrainConfig, config_hash, train_sft
+from vlmcot.training.vision import VisionPretrainConfig, pretrain_vision_tower
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,10 @@ class Config(StrictModel):
     model: TinyLlavaConfig = TinyLlavaConfig()
     # BPE merges kept only for pairs seen at least this often
     tokenizer_min_frequency: int = Field(2, ge=1)
+    # torch intra-op threads for this stage (DVC runs stages one at a time; 2 on 2 cores: 1.81x, bench_threads)
+    torch_threads: int = Field(1, ge=1)
+    # reading pretraining of the vision tower before description training (steps 0: skip)
+    vision_pretrain: VisionPretrainConfig = VisionPretrainConfig()
     # trainer settings for description pretraining
     train: TrainConfig = TrainConfig()
     # eval images described for the accuracy report (0: skip)
@@ -165,6 +171,7 @@ def run(cfg: Config, tracker) -> None:
     model = build_tiny_llava(cfg.model, tokenizer)
     n_params = count_parameters(model)
     log.info("tiny LLaVA: %d parameters, vocab %d, %d description rows", n_params, len(tokenizer), len(rows))
+    vision_stats = pretrain_reading(cfg, model, processor, train, tracker) if cfg.vision_pretrain.steps else {}
 
     stats = train_sft(
         model,
@@ -186,12 +193,94 @@ def run(cfg: Config, tracker) -> None:
         "train_steps": stats.get("global_step", 0),
         "train_loss": stats.get("train_loss", 0.0),
         "train_runtime_s": stats.get("train_runtime", 0.0),
+        **{f"vision.{k}": v for k, v in vision_stats.items()},
     }
     if cfg.eval_images:
         metrics.update(describe_eval(cfg, model, processor))
     write_json(cfg.metrics, metrics)
     tracker.log_metrics({f"base.{k}": v for k, v in metrics.items()})
     log.info("base: %s", metrics)
+
+
+def reading_targets(records: list[VQARecord], processor, cfg: Config, vocab: dict[str, int] | None = None):
+    """Pixel values and per-patch token / colour ids of the distinct images of ``records``.
+
+    ``vocab`` None builds the token vocabulary (0: no token, last id: unknown) from these records;
+    given, tokens outside it map to unknown. An image whose redraw from its facts differs from the file
+    on disk (edited images, another world version, a non-world dataset) is skipped and reported: its
+    labels would be wrong. Returns (pixels, tokens, colours, vocab, errors).
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from vlmcot.world.layout import patch_targets
+
+    size, patch = cfg.model.image_size, cfg.model.patch_size
+    seen: set[str] = set()
+    pixels, toks, cols, errors = [], [], [], []
+    for r in sorted(records, key=lambda r: r.id):
+        if r.image in seen:
+            continue
+        seen.add(r.image)
+        try:
+            with Image.open(Path(cfg.root) / r.image) as im:
+                disk = np.asarray(im.convert("RGB"))
+            img, t = patch_targets(r.facts, size, patch, cfg.vision_pretrain.min_overlap)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            errors.append(f"record {r.id}: {type(e).__name__}: {e}")
+            continue
+        if disk.shape != (size, size, 3) or not np.array_equal(disk, np.asarray(img.convert("RGB"))):
+            errors.append(f"record {r.id}: image {r.image} is not its facts redrawn at {size} px")
+            continue
+        pixels.append(img)
+        toks.append(t.tokens)
+        cols.append(t.colours)
+    if vocab is None:
+        vocab = {"": 0, **{w: i + 1 for i, w in enumerate(sorted({w for ts in toks for w in ts} - {""}))}}
+        vocab["<unk>"] = len(vocab)
+    unk = vocab["<unk>"]
+    if not pixels:
+        return None, None, None, vocab, errors
+    x = processor.image_processor(images=pixels, return_tensors="pt")["pixel_values"]
+    y_tok = torch.tensor([[vocab.get(w, unk) for w in ts] for ts in toks])
+    return x, y_tok, torch.tensor(cols), vocab, errors
+
+
+def pretrain_reading(cfg: Config, model, processor, train: list[VQARecord], tracker) -> dict[str, float]:
+    """Pretrain ``model``'s vision tower in place to read (vlmcot.training.vision); patch accuracies on
+    eval images. Deterministic given the config, so a resumed stage simply redoes it (~2 min)."""
+    from vlmcot.stage import StageError
+    from vlmcot.world.layout import COLOUR_CLASSES
+
+    vp = cfg.vision_pretrain
+    x, y_tok, y_col, vocab, errors = reading_targets(train, processor, cfg)
+    if errors:
+        log.warning("vision pretraining: %d train images skipped (first: %s)", len(errors), errors[0])
+    if x is None:
+        raise StageError(f"{cfg.records}: no world image to pretrain the vision tower on ({errors[:1]}); "
+                         "set base.vision_pretrain.steps: 0")
+    evaluation = None
+    if vp.eval_images:
+        picked = sorted(load_records(cfg.eval_records), key=lambda r: r.id)
+        ex, ey_tok, ey_col, _, eval_errors = reading_targets(picked, processor, cfg, vocab)
+        if ex is not None:
+            evaluation = (ex[: vp.eval_images], ey_tok[: vp.eval_images], ey_col[: vp.eval_images])
+    log.info("vision pretraining: %d images, %d token classes, %d steps", len(x), len(vocab), vp.steps)
+    stats = pretrain_vision_tower(
+        model.model.vision_tower,
+        cfg.model.vision_feature_layer,
+        (x, y_tok, y_col),
+        vp,
+        n_tokens=len(vocab),
+        n_colours=len(COLOUR_CLASSES),
+        evaluation=evaluation,
+        digit_ids={i for w, i in vocab.items() if w.isdigit()},
+        log_metrics=lambda m, step: tracker.log_metrics(m, step=step),
+    )
+    stats.update({"images": len(x), "token_classes": len(vocab), "skipped": len(errors)})
+    log.info("vision pretraining: %s", stats)
+    return stats
 
 
 def describe_eval(cfg: Config, model, processor) -> dict[str, float]:

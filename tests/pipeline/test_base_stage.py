@@ -1,0 +1,82 @@
+"""The base stage on real world images: reading pretraining of the tower, then descriptions; a record
+whose image is not its facts redrawn is skipped by name; torch_threads is applied."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from vlmcot.io import read_json, read_jsonl, write_jsonl
+from vlmcot.stage import main
+from vlmcot.world import WorldConfig, generate
+
+
+def _world(root):
+    cfg = WorldConfig()
+    for k in ("chart", "doc", "geo", "sci"):
+        getattr(cfg, k).n_train, getattr(cfg, k).n_eval = 4, 2
+    records = generate(cfg, "data/prepared", progress=False)
+    for split in ("train", "eval"):
+        write_jsonl(root / f"data/prepared/{split}.jsonl", [r for r in records if r.split == split], sort_key="id")
+
+
+@pytest.fixture
+def restore_threads():
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.slow
+def test_base_pretrains_reading_then_describes(tmp_path, monkeypatch, restore_threads):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    _world(tmp_path)
+    # one train image overwritten: its labels would be wrong, so it must be skipped and named
+    from PIL import Image
+
+    first = read_jsonl("data/prepared/train.jsonl")[0]
+    Image.new("RGB", (64, 64), "white").save(first["image"])
+    model = dict(image_size=64, patch_size=8, vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=48,
+                 text_layers=1, text_heads=2, text_intermediate=96, max_position=384, vocab_size=400)
+    params = {"base": {
+        "model": model, "torch_threads": 2, "eval_images": 2, "generation": {"max_new_tokens": 8, "batch_size": 2},
+        "vision_pretrain": {"steps": 3, "batch_size": 4, "eval_images": 4, "logging_steps": 1},
+        "train": {"max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 100, "max_length": 384,
+                  "freeze_vision_tower": True},
+    }}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert main("base", "params.yaml") == 0
+    m = read_json("metrics/base.json")
+    assert m["vision.steps"] == 3 and m["vision.images"] == 15 and m["vision.skipped"] == 1
+    assert m["vision.token_classes"] > 20
+    for k in ("text_acc", "digit_acc", "word_acc", "background_acc", "colour_acc"):
+        assert 0 <= m[f"vision.{k}"] <= 1
+    assert m["train_steps"] == 2
+    import torch
+
+    assert torch.get_num_threads() == 2
+
+
+def test_vision_pretrain_on_non_world_records_fails_with_the_key(tmp_path, monkeypatch, capsys):
+    from vlmcot.records import VQARecord
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    (tmp_path / "data/prepared").mkdir(parents=True)
+    Image.new("RGB", (64, 64), "white").save("data/prepared/a.png")
+    rec = VQARecord(id="x-0", image="data/prepared/a.png", question="q?", answer="1", dataset="hub_chart",
+                    qtype="numeric", split="train", metric="relaxed_accuracy", facts={}, meta={"description": "A chart."})
+    write_jsonl("data/prepared/train.jsonl", [rec], sort_key="id")
+    model = dict(image_size=64, patch_size=8, vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=48,
+                 text_layers=1, text_heads=2, text_intermediate=96, max_position=384, vocab_size=300)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"base": {
+        "model": model, "eval_images": 0, "vision_pretrain": {"steps": 3}, "train": {"max_steps": 1}}}))
+    assert main("base", "params.yaml") == 1
+    err = capsys.readouterr().err
+    assert "no world image" in err and "x-0" in err and "base.vision_pretrain.steps" in err
