@@ -2,8 +2,9 @@
 
 Trains a BPE tokenizer on the world's train text, builds a tiny LlavaForConditionalGeneration from
 params, pretrains its vision tower to read (dense per-patch token and colour labels redrawn from each
-image's facts, vlmcot.training.vision: the stand-in for CLIP's pretraining), then trains it on image -> description (``meta["description"]`` of every train image, the
-general instruction prompt of the mix stage). It never sees a QA format: that is what SFT teaches.
+image's facts, vlmcot.training.vision: the stand-in for CLIP's pretraining), then trains it on image ->
+description (``meta["description"]`` of every train image, the general instruction prompt of the mix
+stage). It never sees a QA format: that is what SFT teaches.
 Reports how well it learned to read: exact match and per-fact recall of greedy descriptions of eval
 images. At paper scale this stage is skipped and ``sft.base_model`` names a hub model instead.
 """
@@ -202,13 +203,16 @@ def run(cfg: Config, tracker) -> None:
     log.info("base: %s", metrics)
 
 
-def reading_targets(records: list[VQARecord], processor, cfg: Config, vocab: dict[str, int] | None = None):
+def reading_targets(
+    records: list[VQARecord], processor, cfg: Config, vocab: dict[str, int] | None = None, limit: int | None = None
+):
     """Pixel values and per-patch token / colour ids of the distinct images of ``records``.
 
     ``vocab`` None builds the token vocabulary (0: no token, last id: unknown) from these records;
     given, tokens outside it map to unknown. An image whose redraw from its facts differs from the file
     on disk (edited images, another world version, a non-world dataset) is skipped and reported: its
-    labels would be wrong. Returns (pixels, tokens, colours, vocab, errors).
+    labels would be wrong. ``limit`` stops after that many images. Returns (pixels, tokens, colours,
+    vocab, errors).
     """
     import numpy as np
     import torch
@@ -222,6 +226,8 @@ def reading_targets(records: list[VQARecord], processor, cfg: Config, vocab: dic
     for r in sorted(records, key=lambda r: r.id):
         if r.image in seen:
             continue
+        if limit is not None and len(pixels) >= limit:
+            break
         seen.add(r.image)
         try:
             with Image.open(Path(cfg.root) / r.image) as im:
@@ -262,10 +268,9 @@ def pretrain_reading(cfg: Config, model, processor, train: list[VQARecord], trac
                          "set base.vision_pretrain.steps: 0")
     evaluation = None
     if vp.eval_images:
-        picked = sorted(load_records(cfg.eval_records), key=lambda r: r.id)
-        ex, ey_tok, ey_col, _, eval_errors = reading_targets(picked, processor, cfg, vocab)
+        ex, ey_tok, ey_col, _, _ = reading_targets(load_records(cfg.eval_records), processor, cfg, vocab, vp.eval_images)
         if ex is not None:
-            evaluation = (ex[: vp.eval_images], ey_tok[: vp.eval_images], ey_col[: vp.eval_images])
+            evaluation = (ex, ey_tok, ey_col)
     log.info("vision pretraining: %d images, %d token classes, %d steps", len(x), len(vocab), vp.steps)
     stats = pretrain_vision_tower(
         model.model.vision_tower,
