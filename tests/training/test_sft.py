@@ -51,6 +51,37 @@ def test_config_hash_changes_with_params():
     assert config_hash(TrainConfig(), ["a"]) != config_hash(TrainConfig(learning_rate=0.1), ["a"])
 
 
+def test_bf16_on_cpu_means_autocast_on_the_cpu():
+    import torch
+
+    from vlmcot.training.sft import sft_config
+
+    args = sft_config(TrainConfig(bf16=True), "/tmp/unused")
+    assert args.bf16 and args.use_cpu == (not torch.cuda.is_available())
+    assert not sft_config(TrainConfig(), "/tmp/unused").use_cpu
+
+
+@pytest.mark.slow
+def test_bf16_training_on_cpu_runs_under_autocast(tmp_path):
+    script = SETUP + textwrap.dedent(
+        """
+        import torch
+        tc = TrainConfig(learning_rate=1e-3, max_steps=3, save_steps=100, per_device_train_batch_size=4, bf16=True)
+        seen = []
+        # a linear layer's output is bfloat16 only under autocast (the norms upcast, so not the last hidden state)
+        model.model.language_model.layers[0].mlp.down_proj.register_forward_hook(
+            lambda m, i, o: seen.append((torch.is_autocast_enabled("cpu"), o.dtype)))
+        stats = train_sft(model, processor, rows, tc, f"{root}/out", f"{root}/ckpt", "h")
+        assert stats["global_step"] == 3 and seen and all(a and d == torch.bfloat16 for a, d in seen), seen
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        print("OK", stats["train_loss"])
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "OK" in out.stdout
+
+
 @pytest.mark.slow
 def test_vision_tower_gets_its_own_learning_rate(tmp_path):
     script = SETUP + textwrap.dedent(

@@ -56,3 +56,12 @@ def test_pretraining_changes_only_the_tower_and_is_deterministic():
         assert torch.equal(p, q), n
     fresh = dict(_tower().named_parameters())
     assert any(not torch.equal(p, fresh[n]) for n, p in a.named_parameters())
+
+
+def test_bf16_autocast_learns_and_keeps_float32_weights():
+    data = _data()
+    tower = _tower()
+    stats = pretrain_vision_tower(tower, -1, data, VisionPretrainConfig(steps=60, batch_size=16, learning_rate=3e-3,
+                                  bf16=True), 2, 3, evaluation=data)
+    assert stats["text_acc"] > 0.7 and stats["colour_acc"] > 0.7
+    assert all(p.dtype == torch.float32 for p in tower.parameters())

@@ -12,7 +12,13 @@ from pathlib import Path
 
 def trainer_kwargs(cfg, output_dir: str | Path, report_to: list[str] | None, run_name: str) -> dict:
     """Keyword arguments shared by our ``SFTConfig`` and ``DPOConfig`` (either config class as ``cfg``)."""
+    import torch
+
+    # bf16 without an accelerator: TrainingArguments refuses it unless told to run on the CPU, where it
+    # means torch.autocast(cpu, bfloat16) around the forward (float32 weights and optimizer state)
+    cpu_bf16 = cfg.bf16 and not (torch.cuda.is_available() or torch.xpu.is_available())
     return dict(
+        use_cpu=cpu_bf16,
         output_dir=str(output_dir),
         run_name=run_name,
         learning_rate=cfg.learning_rate,

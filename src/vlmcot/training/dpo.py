@@ -6,9 +6,10 @@ paper, sigmoid loss summed over response tokens, and optionally an SFT (NLL) ter
 response (RPO-style: ``loss_type: [sigmoid, sft]`` with ``loss_weights``). It reuses the SFT wrapper's
 checkpoint handling (resume only into an identical run) and logs into the stage's MLflow run.
 
-Measured pitfalls on this stack (STACK-NOTES.md): bf16 must be off on CPU; DPOConfig turns gradient
-checkpointing on by default (off here: tiny models do not need it); there is no max_prompt_length, so
-responses are truncated upstream (pairs stage, 90 words); precompute_ref_log_probs raises for images.
+Measured pitfalls on this stack (STACK-NOTES.md): bf16 on a CPU needs use_cpu (common.trainer_kwargs);
+DPOConfig turns gradient checkpointing on by default (off here: tiny models do not need it); there is no
+max_prompt_length, so responses are truncated upstream (pairs stage, 90 words);
+precompute_ref_log_probs raises for images.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class DPOTrainConfig(StrictModel):
     max_length: int | None = Field(512, ge=16)  # prompt + response tokens incl. image tokens
     freeze_vision_tower: bool = True  # paper: frozen during DPO
     freeze_projector: bool = True  # paper: frozen during DPO
-    bf16: bool = False  # paper: bf16 on GPUs; must be False on CPU
+    bf16: bool = False  # paper: bf16 on GPUs; on a CPU, bfloat16 autocast (see sft.TrainConfig.bf16)
     gradient_checkpointing: bool = False  # TRL's default is True; only worth it at paper scale
     logging_steps: int = Field(10, ge=1)  # loss, rewards, margins to MLflow every N steps
     save_steps: int = Field(200, ge=1)  # checkpoint every N steps (resume after a crash)
