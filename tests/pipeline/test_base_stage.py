@@ -3,6 +3,7 @@ whose image is not its facts redrawn is skipped by name; torch_threads is applie
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -80,3 +81,30 @@ def test_vision_pretrain_on_non_world_records_fails_with_the_key(tmp_path, monke
     assert main("base", "params.yaml") == 1
     err = capsys.readouterr().err
     assert "no world image" in err and "x-0" in err and "base.vision_pretrain.steps" in err
+
+
+def test_conversation_texts_feed_the_tokenizer_and_name_bad_rows(tmp_path):
+    from vlmcot.models import train_bpe_tokenizer
+    from vlmcot.pipeline.base import conversation_texts
+
+    good = {"id": "a", "conversations": [{"from": "human", "value": "<image>\nWhich bar?"},
+                                         {"from": "gpt", "value": "Therefore, the answer is oat.\n\n### Answer: oat"}]}
+    path = tmp_path / "mix.jsonl"
+    path.write_text("\n".join([json.dumps(good),
+                               '{"id": "b", "conversations": "oops"}', "not json"]) + "\n")
+    texts, errors = conversation_texts([str(path)])
+    assert texts == ["Which bar?", "Therefore, the answer is oat.\n\n### Answer: oat"]
+    assert len(errors) == 2 and "mix.jsonl:2: record b" in errors[0] and "mix.jsonl:3" in errors[1]
+    # repeated rationale words become single tokens once they are in the tokenizer's text
+    tok = train_bpe_tokenizer(texts * 50, vocab_size=300)
+    assert tok.tokenize("Therefore") == ["Therefore"] and tok.tokenize(" Answer") == ["ĠAnswer"]
+
+
+def test_missing_tokenizer_texts_file_fails_with_the_key(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    _world(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"base": {"tokenizer_texts": ["data/mix/nope.jsonl"]}}))
+    assert main("base", "params.yaml") == 1
+    err = capsys.readouterr().err
+    assert "base.tokenizer_texts" in err and "data/mix/nope.jsonl" in err
