@@ -41,7 +41,7 @@ class TrainConfig(StrictModel):
     max_grad_norm: float = Field(1.0, gt=0)  # gradient clipping
     group_by_length: bool = False  # batch rows of similar length: less padding, but batches become one-family (noisier)
     max_length: int | None = Field(512, ge=16)  # tokens incl. image tokens; paper: 6144
-    # paper: bf16 on GPUs. On a CPU: bfloat16 autocast (float32 master weights), 1.5x faster steps with
+    # paper: bf16 on GPUs. On a CPU: bfloat16 autocast (float32 master weights), 1.3-1.5x faster steps with
     # avx512_bf16 (README, "bf16 on CPU"); TrainingArguments needs use_cpu for it (common.trainer_kwargs)
     bf16: bool = False
     gradient_checkpointing: bool = False  # trade compute for memory at paper scale
