@@ -18,13 +18,12 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 sys.path.insert(0, "bench")
-from common import record  # noqa: E402
+from common import rate, record, step_timer  # noqa: E402
 
-WARMUP = 5
+WARMUP = 6  # steps whose time is not counted (first-step allocations, lazy imports)
 
 
 def cpu_flags() -> list[str]:
@@ -46,8 +45,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from transformers import TrainerCallback
-
     from vlmcot.models import load_model_and_processor
     from vlmcot.training.data import sft_rows
     from vlmcot.training.sft import TrainConfig, train_sft
@@ -57,28 +54,21 @@ def main() -> None:
     with open(args.mix) as f:
         rows, _ = sft_rows([json.loads(line) for line in f][: batch * args.steps], ".")
 
-    class Timer(TrainerCallback):
-        def __init__(self):
-            self.t: list[float] = []
-
-        def on_step_end(self, *a, **k):
-            self.t.append(time.perf_counter())
-
     rates: dict[bool, list[float]] = {False: [], True: []}
     losses: dict[bool, list[float]] = {False: [], True: []}
     for r in range(args.repeats):
         for bf16 in (False, True):
             model, proc = load_model_and_processor(args.model)
-            timer = Timer()
+            timer = step_timer()
             cfg = TrainConfig(learning_rate=5e-4, max_steps=args.steps, per_device_train_batch_size=batch,
                               logging_steps=1000, save_steps=100000, max_length=384, bf16=bf16)
             with tempfile.TemporaryDirectory() as tmp:
                 stats = train_sft(model, proc, rows, cfg, f"{tmp}/out", f"{tmp}/ck", run_hash=f"{bf16}-{r}",
                                   report_to=[], callbacks=[timer])
-            rate = (len(timer.t) - 1 - WARMUP) / (timer.t[-1] - timer.t[WARMUP])
-            rates[bf16].append(rate)
+            steps_s = rate(timer.times, WARMUP)
+            rates[bf16].append(steps_s)
             losses[bf16].append(stats["train_loss"])
-            print(f"{'bf16' if bf16 else 'fp32'}: {rate:.3f} steps/s, train loss {stats['train_loss']:.4f}", flush=True)
+            print(f"{'bf16' if bf16 else 'fp32'}: {steps_s:.3f} steps/s, train loss {stats['train_loss']:.4f}", flush=True)
     fp32, bf16 = statistics.median(rates[False]), statistics.median(rates[True])
     figures = {"steps_per_s_fp32": round(fp32, 3), "steps_per_s_bf16": round(bf16, 3),
                "ratio_bf16_vs_fp32": round(bf16 / fp32, 3), "train_loss_fp32": round(losses[False][0], 4),

@@ -15,13 +15,12 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 sys.path.insert(0, "bench")
-from common import record  # noqa: E402
+from common import rate, record, step_timer  # noqa: E402
 
-WARMUP = 5
+WARMUP = 6  # steps whose time is not counted (first-step allocations, lazy imports)
 
 
 def main() -> None:
@@ -33,8 +32,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from transformers import TrainerCallback
-
     from vlmcot.models import load_model_and_processor
     from vlmcot.pipeline.base import description_rows, load_records
     from vlmcot.training.sft import TrainConfig, train_sft
@@ -43,28 +40,21 @@ def main() -> None:
     rows, _ = description_rows(load_records(args.records), ".")
     rows = rows[: batch * args.steps]
 
-    class Timer(TrainerCallback):
-        def __init__(self):
-            self.t: list[float] = []
-
-        def on_step_end(self, *a, **k):
-            self.t.append(time.perf_counter())
-
     rates: dict[int, list[float]] = {1: [], 2: []}
     load_at_start = round(os.getloadavg()[0], 2)
     for r in range(args.repeats):
         for threads in (1, 2):
             torch.set_num_threads(threads)
             model, proc = load_model_and_processor(args.model)
-            timer = Timer()
+            timer = step_timer()
             cfg = TrainConfig(learning_rate=1e-4, max_steps=args.steps, per_device_train_batch_size=batch,
                               logging_steps=1000, save_steps=100000, max_length=384)
             with tempfile.TemporaryDirectory() as tmp:
                 train_sft(model, proc, rows, cfg, f"{tmp}/out", f"{tmp}/ck", run_hash=f"{threads}-{r}",
                           report_to=[], callbacks=[timer])
-            rate = (len(timer.t) - 1 - WARMUP) / (timer.t[-1] - timer.t[WARMUP])
-            rates[threads].append(rate)
-            print(f"{threads} thread(s): {rate:.3f} steps/s", flush=True)
+            steps_s = rate(timer.times, WARMUP)
+            rates[threads].append(steps_s)
+            print(f"{threads} thread(s): {steps_s:.3f} steps/s", flush=True)
     one, two = statistics.median(rates[1]), statistics.median(rates[2])
     figures = {"steps_per_s_1": round(one, 3), "steps_per_s_2": round(two, 3), "ratio_2_vs_1": round(two / one, 3),
                "load_at_start": load_at_start, "repeats": args.repeats, "batch": batch}

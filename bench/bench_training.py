@@ -34,7 +34,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, "bench")
-from common import record  # noqa: E402
+from common import rate, record, step_timer  # noqa: E402
 
 # the same hyperparameters for both sides of each comparison
 SFT_HP = dict(learning_rate=3e-3, per_device_train_batch_size=8, max_length=256, lr_scheduler_type="cosine",
@@ -95,26 +95,6 @@ def embedded_setup():
     rows_sft, _ = sft_rows(read_jsonl("data/mix/both.jsonl"), ".")
     rows_dpo, _ = dpo_rows(read_jsonl("data/pairs/pairs.jsonl"), ".")
     return base, sft, proc_base, proc_sft, rows_sft, rows_dpo
-
-
-def step_timer():
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.times: list[float] = []  # wall clock at the end of each step
-            self.cpu: list[float] = []  # this process's CPU time at the end of each step
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.times.append(time.perf_counter())
-            self.cpu.append(time.process_time())
-
-    return StepTimer()
-
-
-def rate(t: list[float], warmup: int) -> float:
-    """Steps per second after the warm-up steps, from per-step clock readings."""
-    return (len(t) - warmup) / (t[-1] - t[warmup - 1])
 
 
 # ---------------------------------------------------------------------------------------------
