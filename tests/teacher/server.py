@@ -19,6 +19,11 @@ wanted, ``finish_reason`` / ``refusal``. The default echoes the question and ans
 question contains a marker word (REFUSE, SORRY, EMPTY, NOMARK, TRUNCATE, ANSWER=<x>); otherwise it
 answers with the annotated answer the teacher prompt carries ("42" when there is none).
 
+A student model behind `vllm serve` is served the same way with ``choice_fn(body, k) -> dict``: it
+builds choice ``k`` of ``n`` from the whole request body (sampling settings, seed, image data URLs),
+and ``logprobs: true`` in a request adds one logprob entry per whitespace word of each choice, as
+vLLM returns one per generated token (tests/test_server_backend.py).
+
 Run standalone (the bench does, in its own process so the GIL is not shared with the client):
     python tests/teacher/server.py --latency 0.2      # prints "PORT <n>" then serves until killed
 """
@@ -89,6 +94,8 @@ class FakeChatServer:
         hang_s: float = 3.0,
         require_key: str | None = None,
         port: int = 0,
+        choice_fn: Callable[[dict, int], dict] | None = None,
+        served_models: list[str] | None = None,
     ):
         self.latency_s = latency_s
         self.faults = list(faults or [])
@@ -96,6 +103,9 @@ class FakeChatServer:
         self.retry_after = retry_after
         self.hang_s = hang_s
         self.require_key = require_key  # when set, other bearer tokens get 401
+        self.choice_fn = choice_fn  # when set, replies carry n choices built from the body (a student server)
+        self.served_models = served_models or []  # what GET /v1/models lists
+        self.bodies: list[dict] = []  # parsed bodies of the requests choice_fn answered
         self.lock = threading.Lock()
         self.by_body: Counter[str] = Counter()  # every request that arrived, per body hash
         self.by_question: Counter[str] = Counter()
@@ -173,6 +183,13 @@ class FakeChatServer:
                 body = {"error": {"message": message, "type": "server_error", "code": code}}
                 self._send(status, json.dumps(body).encode(), headers)
 
+            def do_GET(self):
+                if not self.path.rstrip("/").endswith("/models"):
+                    self._error(404, f"no route {self.path}")
+                    return
+                data = [{"id": m, "object": "model", "created": 0, "owned_by": "vllm"} for m in srv.served_models]
+                self._send(200, json.dumps({"object": "list", "data": data}).encode())
+
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 arrived = time.time()
@@ -230,6 +247,9 @@ class FakeChatServer:
                     self._reply(body, question)
 
             def _reply(self, body: dict, question: str) -> None:
+                if srv.choice_fn is not None:
+                    self._reply_choices(body, question)
+                    return
                 r = srv.reply_fn(question)
                 text = r.get("text")
                 message = {"role": "assistant", "content": text, "refusal": r.get("refusal")}
@@ -249,6 +269,25 @@ class FakeChatServer:
                 }
                 with srv.lock:
                     srv.answered[question] += 1
+                self._send(200, json.dumps(payload).encode())
+
+            def _reply_choices(self, body: dict, question: str) -> None:
+                choices = []
+                for k in range(int(body.get("n") or 1)):
+                    r = srv.choice_fn(body, k)
+                    c = {"index": k, "message": {"role": "assistant", "content": r["text"]},
+                         "finish_reason": r.get("finish_reason", "stop")}
+                    if body.get("logprobs"):
+                        c["logprobs"] = {"content": [{"token": w, "logprob": -1.0, "bytes": None, "top_logprobs": []}
+                                                     for w in r["text"].split()]}
+                    choices.append(c)
+                completion = sum(_n_tokens(c["message"]["content"]) for c in choices)
+                payload = {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0,
+                           "model": body.get("model", "fake"), "choices": choices,
+                           "usage": {"prompt_tokens": 1, "completion_tokens": completion, "total_tokens": 1 + completion}}
+                with srv.lock:
+                    srv.answered[question] += 1
+                    srv.bodies.append(body)
                 self._send(200, json.dumps(payload).encode())
 
         return Handler

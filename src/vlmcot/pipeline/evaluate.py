@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 from vlmcot.config import ConfigError, StrictModel
 from vlmcot.generation import GenerationConfig
 from vlmcot.io import read_jsonl, write_json, write_jsonl
+from vlmcot.server_backend import ServerConfig
 from vlmcot.vllm_backend import VLLMConfig
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,13 @@ class Config(StrictModel):
     metrics_dir: str = "metrics/eval"
     # image paths are relative to this folder
     root: str = "."
-    # generation backend: "hf" (transformers in-process) or "vllm" (paper scale; `pip install vllm`)
-    backend: Literal["hf", "vllm"] = "hf"
+    # generation backend: "hf" (transformers in-process), "vllm" (in-process; needs the vllm package) or
+    # "server" (vLLM OpenAI-compatible servers in their own environment: docs/gpu.md)
+    backend: Literal["hf", "vllm", "server"] = "hf"
     # vLLM engine settings (backend: vllm only)
     vllm: VLLMConfig = VLLMConfig()
+    # vLLM servers (backend: server only); each serves the one model this item evaluates
+    server: ServerConfig = ServerConfig()
     # weights dtype (paper scale: bfloat16)
     dtype: Literal["float32", "bfloat16"] = "float32"
     # "auto": cuda when available, else cpu
@@ -119,7 +123,15 @@ def run(cfg: Config, tracker, item: str | None = None) -> None:
     name = _model_name(cfg, item)
     records = select_records(cfg)
     tracker.set_tags({"model": name})
-    if cfg.backend == "vllm":
+    if cfg.backend == "server":
+        from vlmcot.server_backend import ServerBackend
+        from vlmcot.stage import StageError
+
+        try:
+            backend = ServerBackend(cfg.models[name], cfg.server, root=cfg.root)
+        except ConnectionError as e:
+            raise StageError(f"evaluate.server: {e}") from None
+    elif cfg.backend == "vllm":
         from vlmcot.stage import StageError
         from vlmcot.vllm_backend import VLLMBackend
 

@@ -23,6 +23,7 @@ from pydantic import Field, field_validator
 from vlmcot.config import ConfigError, StrictModel
 from vlmcot.generation import GenerationConfig
 from vlmcot.io import read_jsonl, write_json, write_jsonl
+from vlmcot.server_backend import ServerConfig
 from vlmcot.vllm_backend import VLLMConfig
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,13 @@ class Config(StrictModel):
     prompt_style: str = "paper"
     # a candidate is correct when its score under the record's metric reaches this (1.0: full credit)
     min_score: float = Field(1.0, ge=0, le=1)
-    # generation backend: hf (transformers in-process) or vllm (paper scale; needs the vllm package)
-    backend: Literal["hf", "vllm"] = "hf"
+    # generation backend: hf (transformers in-process), vllm (in-process; needs the vllm package) or
+    # server (vLLM OpenAI-compatible servers in their own environment: docs/gpu.md)
+    backend: Literal["hf", "vllm", "server"] = "hf"
     # vLLM engine settings (backend: vllm only)
     vllm: VLLMConfig = VLLMConfig()
+    # vLLM servers (backend: server only)
+    server: ServerConfig = ServerConfig()
     # weights dtype (paper scale: bfloat16)
     dtype: Literal["float32", "bfloat16"] = "float32"
     # image paths in records are relative to this folder
@@ -150,6 +154,13 @@ def make_backend(cfg: Config):
     """The generation backend named by ``backend``."""
     from vlmcot.stage import StageError
 
+    if cfg.backend == "server":
+        from vlmcot.server_backend import ServerBackend
+
+        try:
+            return ServerBackend(cfg.model, cfg.server, root=cfg.root)
+        except ConnectionError as e:
+            raise StageError(f"sample.server: {e}") from None
     if cfg.backend == "vllm":
         from vlmcot.vllm_backend import VLLMBackend
 
