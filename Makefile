@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test test-fast clean-outputs
+.PHONY: setup repro test test-fast clean-outputs vllm-env
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,3 +28,13 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# vLLM in its own environment (it pins its own torch and transformers, which clash with ours): the
+# sample/evaluate stages reach it over HTTP with `backend: server` (docs/gpu.md). GPU machines only.
+VLLM_VENV := .venv-vllm
+$(VLLM_VENV)/.installed: requirements-vllm.txt
+	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-vllm.txt
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed

@@ -38,7 +38,7 @@ def test_paper_profile_carries_the_papers_hyperparameters(paper):
     assert dpo.train.per_device_train_batch_size * dpo.train.gradient_accumulation_steps * dpo.launch.num_processes == 32
     assert dpo.train.freeze_vision_tower and dpo.train.freeze_projector
     assert c["sample"].num_samples == 32 and c["sample"].temperature_short == 1.0 and c["sample"].temperature_mc == 1.2
-    assert c["sample"].backend == "vllm"
+    assert c["sample"].backend == "server" and len(c["sample"].server.urls) == 8
     p = c["pairs"]
     assert (p.low, p.high, p.max_pairs_per_question, p.truncate_words) == (0.25, 0.85, 3, 90)
     assert c["distill"].backend == "openai" and c["distill"].openai.model == "gpt-4o-2024-05-13"
@@ -71,9 +71,23 @@ def test_plan_shows_accelerate_deepspeed_and_vllm(paper):
     assert "accelerate launch --config_file configs/accelerate/zero3.yaml --num_processes 8" in sft
     dpo = next(l for l in lines if l.startswith("dpo:"))
     assert "configs/accelerate/zero2.yaml --num_processes 8" in dpo
-    assert any(l.startswith("sample@train:") and "backend vllm" in l for l in lines)
-    assert any(l.startswith("evaluate@both:") and "backend vllm" in l for l in lines)
+    assert any(l.startswith("sample@train:") and "backend server (8 vLLM server(s)" in l for l in lines)
+    assert any(l.startswith("evaluate@both:") and "backend server" in l for l in lines)
     assert any(l.startswith("base: skipped") for l in lines)
+
+
+def test_plan_says_use_the_server_backend_when_vllm_does_not_import(paper, tmp_path, monkeypatch):
+    import importlib.util
+
+    prof = tmp_path / "inproc.yaml"
+    prof.write_text("sample: {backend: vllm}\n")
+    inproc = tmp_path / "params.yaml"
+    inproc.write_text(apply_profile(paper, prof))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "vllm" else real(n, *a))
+    line = next(l for l in plan(inproc) if l.startswith("sample@train:"))
+    assert "vllm is not importable" in line and "sample.backend: server" in line and "make vllm-env" in line
+    assert not any("not importable" in l for l in plan(paper))  # the server backend needs no vllm here
 
 
 @pytest.mark.parametrize("stage,zero", [("zero3", 3), ("zero2", 2)])

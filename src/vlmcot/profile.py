@@ -80,12 +80,25 @@ def stage_items(name: str, cfg: Any) -> list[str | None]:
     return [None]
 
 
+def _vllm_missing(section: str) -> str:
+    """A warning when the in-process vLLM backend is selected but this python cannot import vllm."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        return ""
+    return (f"\n    !! vllm is not importable in this environment ({section}.backend: vllm would fail). vLLM pins"
+            f" its own torch/transformers: run it as a server instead - `make vllm-env`, then"
+            f" `.venv-vllm/bin/vllm serve MODEL --port 8000`, and set {section}.backend: server with"
+            f" {section}.server.urls: [http://HOST:8000/v1] (docs/gpu.md)")
+
+
 def plan(path: str | Path) -> list[str]:
     """One line per stage run: the DVC command, plus how it executes at this profile's scale
     (accelerate launch for multi-process training, the generation backend for sampling/eval)."""
     import shlex
 
     from vlmcot.stage import load_stage
+    from vlmcot.training.launch import ClusterError
 
     lines = []
     for name, cfg in validate_params(path).items():
@@ -98,14 +111,21 @@ def plan(path: str | Path) -> list[str]:
             cmd = f"python stages/{name}.py" + (f" {flag} {item}" if item else "")
             how = ""
             launch = getattr(cfg, "launch", None)
-            if launch is not None and launch.num_processes > 1 and hasattr(module, "launch_command"):
+            if launch is not None and launch.distributed and hasattr(module, "launch_command"):
                 out = Path(getattr(cfg, "out_dir", ".")) / (item or "") / "launch_config.json"
-                how = "  -> " + shlex.join(module.launch_command(cfg, str(out)))
-            elif getattr(cfg, "backend", None) in ("vllm", "openai"):
+                try:
+                    how = "  -> " + shlex.join(module.launch_command(cfg, str(out)))
+                except ClusterError:  # planned outside the allocation: the ranks exist only at run time
+                    how = (f"  -> one `accelerate launch` per {launch.cluster} node ({launch.num_processes} processes"
+                           " each; machine rank and rendezvous host from the job's environment)")
+            elif getattr(cfg, "backend", None) in ("vllm", "openai", "server"):
                 how = f"  -> backend {cfg.backend}"
                 if cfg.backend == "vllm":
                     v = cfg.vllm
                     how += f" (tensor_parallel_size={v.tensor_parallel_size}, max_model_len={v.max_model_len})"
+                    how += _vllm_missing(name)
+                elif cfg.backend == "server":
+                    how += f" ({len(cfg.server.urls)} vLLM server(s): {', '.join(cfg.server.urls)})"
                 else:
                     how += f" (model {cfg.openai.model}, {cfg.openai.max_concurrency} in flight)"
             lines.append(f"{name}{'@' + item if item else ''}: {cmd}{how}")

@@ -68,7 +68,7 @@ def launch_command(cfg: Config, config_path: str) -> list[str]:
 
 def dry_run(cfg: Config, item: str | None) -> None:
     print(json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=True))
-    if cfg.launch.num_processes > 1:
+    if cfg.launch.distributed:
         print(shlex.join(launch_command(cfg, str(Path(cfg.out_dir) / "launch_config.json"))))
     else:
         print(f"# single process: trains in-process, writes {cfg.out_dir}")
@@ -108,17 +108,23 @@ def train(cfg: Config, report_to: list[str]) -> dict[str, float]:
 
 def run(cfg: Config, tracker) -> None:
     from vlmcot.stage import StageError
+    from vlmcot.training.launch import node_rank
 
     out = Path(cfg.out_dir)
-    if cfg.launch.num_processes > 1 and not os.environ.get(WORKER_ENV):
+    if cfg.launch.distributed and not os.environ.get(WORKER_ENV):
         out.mkdir(parents=True, exist_ok=True)
-        cfg_path = out / "launch_config.json"
+        rank = node_rank(cfg.launch.cluster, os.environ)
+        # nodes > 0 of a cluster write their own copy (same content): no node reads a half-written file
+        cfg_path = out / ("launch_config.json" if rank == 0 else f"launch_config.node{rank}.json")
         cfg_path.write_text(json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
         cmd = launch_command(cfg, str(cfg_path))
         log.info("launching: %s", shlex.join(cmd))
         env = {**os.environ, WORKER_ENV: "1", "MLFLOW_RUN_ID": tracker.run_id}
         if subprocess.run(cmd, env=env, check=False).returncode != 0:
             raise StageError(f"distributed DPO failed (command: {shlex.join(cmd)})")
+        if rank:
+            log.info("node %d: training done; node 0 writes the metrics and outputs", rank)
+            return
         stats = json.loads((out / "train_stats.json").read_text())
     else:
         stats = train(cfg, report_to=["mlflow"])

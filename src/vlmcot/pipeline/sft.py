@@ -5,7 +5,7 @@
 
 Each run starts from ``base_model`` (the embedded ``base`` stage's output, or a hub id such as the
 paper's LLaMA3-LLaVA-NeXT-8B), trains with assistant-only loss, and saves model + processor + the
-resolved config to ``<out_dir>/<mix>``. With ``launch.num_processes > 1`` the stage re-launches the
+resolved config to ``<out_dir>/<mix>``. With ``launch.num_processes > 1`` (or a cluster) the stage re-launches the
 training under ``accelerate launch`` (DeepSpeed ZeRO-3 at paper scale); rank 0 logs into this stage's
 MLflow run (MLFLOW_RUN_ID is handed down).
 """
@@ -18,6 +18,7 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -36,21 +37,41 @@ WORKER_ENV = "VLMCOT_SFT_WORKER"  # set in processes started by accelerate launc
 class LaunchConfig(StrictModel):
     """How training processes are started."""
 
-    num_processes: int = Field(1, ge=1)  # > 1: re-launch under `accelerate launch` (paper: 8 GPUs)
+    # processes (GPUs) per machine; > 1, or a cluster: re-launch under `accelerate launch` (paper: 8 GPUs)
+    num_processes: int = Field(1, ge=1)
     accelerate_config: str | None = None  # accelerate YAML (configs/accelerate/zero3.yaml at paper scale)
-    main_process_port: int | None = None  # torch.distributed rendezvous port; None: accelerate's default
+    # torch.distributed rendezvous port; None: accelerate's default (29500 on a cluster: every node must agree)
+    main_process_port: int | None = None
+    # "none": one machine. "slurm": one stage process per node (srun), machine rank / count / rendezvous
+    # host from SLURM_NODEID / SLURM_NNODES / the first host of SLURM_JOB_NODELIST (configs/slurm/)
+    cluster: Literal["none", "slurm"] = "none"
+
+    @property
+    def distributed(self) -> bool:
+        return self.num_processes > 1 or self.cluster != "none"
 
 
-def accelerate_launch(launch: LaunchConfig, module: str, config_path: str) -> list[str]:
-    """The ``accelerate launch`` command running ``python -m <module> <config_path>`` on every process."""
+def accelerate_launch(launch: LaunchConfig, module: str, config_path: str,
+                      env: Mapping[str, str] | None = None) -> list[str]:
+    """The ``accelerate launch`` command running ``python -m <module> <config_path>`` on every process
+    of this machine (``env``: where a cluster launch reads its machines; default os.environ)."""
+    from vlmcot.training.launch import slurm_machines
+
     # the venv's own `accelerate` (beside this python), so the launched processes import this install
     exe = Path(sys.executable).parent / "accelerate"
     cmd = [str(exe) if exe.exists() else "accelerate", "launch"]
     if launch.accelerate_config:
         cmd += ["--config_file", launch.accelerate_config]
-    cmd += ["--num_processes", str(launch.num_processes)]
-    if launch.main_process_port:
-        cmd += ["--main_process_port", str(launch.main_process_port)]
+    if launch.cluster == "slurm":
+        m = slurm_machines(os.environ if env is None else env)
+        # accelerate counts processes over all machines
+        cmd += ["--num_processes", str(launch.num_processes * m.num_machines), "--num_machines", str(m.num_machines),
+                "--machine_rank", str(m.machine_rank), "--main_process_ip", m.main_process_ip,
+                "--main_process_port", str(launch.main_process_port or 29500)]
+    else:
+        cmd += ["--num_processes", str(launch.num_processes)]
+        if launch.main_process_port:
+            cmd += ["--main_process_port", str(launch.main_process_port)]
     return cmd + ["-m", module, config_path]
 
 
@@ -111,7 +132,7 @@ def dry_run(cfg: Config, item: str | None) -> None:
     mix = _check_mix(cfg, item)
     _, out, _, _ = _paths(cfg, mix)
     print(json.dumps(resolved(cfg, mix), indent=2, sort_keys=True))
-    if cfg.launch.num_processes > 1:
+    if cfg.launch.distributed:
         print(shlex.join(launch_command(cfg, str(out / "launch_config.json"))))
     else:
         print(f"# single process: trains in-process, writes {out}")
@@ -152,19 +173,25 @@ def train_mix(cfg: Config, mix: str, report_to: list[str]) -> dict[str, float]:
 
 def run(cfg: Config, tracker, item: str | None = None) -> None:
     from vlmcot.stage import StageError
+    from vlmcot.training.launch import node_rank
 
     mix = _check_mix(cfg, item)
     _, out, _, metrics_path = _paths(cfg, mix)
     tracker.set_tags({"mix": mix})
-    if cfg.launch.num_processes > 1 and not os.environ.get(WORKER_ENV):
+    if cfg.launch.distributed and not os.environ.get(WORKER_ENV):
         out.mkdir(parents=True, exist_ok=True)
-        cfg_path = out / "launch_config.json"
+        rank = node_rank(cfg.launch.cluster, os.environ)
+        # nodes > 0 of a cluster write their own copy (same content): no node reads a half-written file
+        cfg_path = out / ("launch_config.json" if rank == 0 else f"launch_config.node{rank}.json")
         cfg_path.write_text(json.dumps(resolved(cfg, mix), indent=2, sort_keys=True) + "\n")
         cmd = launch_command(cfg, str(cfg_path))
         log.info("launching: %s", shlex.join(cmd))
         env = {**os.environ, WORKER_ENV: "1", "MLFLOW_RUN_ID": tracker.run_id}
         if subprocess.run(cmd, env=env).returncode != 0:
             raise StageError(f"distributed training of mix {mix!r} failed (command: {shlex.join(cmd)})")
+        if rank:
+            log.info("node %d: training done; node 0 writes the metrics and outputs", rank)
+            return
         stats = json.loads((out / "train_stats.json").read_text())
     else:
         stats = train_mix(cfg, mix, report_to=["mlflow"])

@@ -1,0 +1,118 @@
+"""Multi-node launch: on each node of a 2-node SLURM job the sft/dpo stages build the accelerate command
+that node needs (its rank, the shared node count, total processes and rendezvous host), read from the
+job's environment (faked here); the SLURM examples, accelerate configs and GPU environment files parse."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vlmcot.config import ConfigError
+from vlmcot.pipeline import dpo, sft
+from vlmcot.training.launch import ClusterError, first_host, slurm_machines
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def slurm_env(node: int) -> dict[str, str]:
+    return {"SLURM_NNODES": "2", "SLURM_NODEID": str(node), "SLURM_JOB_NODELIST": "gpu-a[07-08]",
+            "SLURM_JOB_ID": "4242", "PATH": "/usr/bin"}
+
+
+@pytest.mark.parametrize("node", [0, 1])
+def test_two_node_slurm_command_line(node):
+    launch = sft.LaunchConfig(num_processes=8, accelerate_config="configs/accelerate/zero3.yaml", cluster="slurm",
+                              main_process_port=29511)
+    cmd = sft.accelerate_launch(launch, "vlmcot.pipeline.sft", "models/sft/both/launch_config.json",
+                                env=slurm_env(node))
+    assert Path(cmd[0]).name == "accelerate" and cmd[1] == "launch"
+    assert cmd[2:] == ["--config_file", "configs/accelerate/zero3.yaml", "--num_processes", "16",
+                       "--num_machines", "2", "--machine_rank", str(node), "--main_process_ip", "gpu-a07",
+                       "--main_process_port", "29511", "-m", "vlmcot.pipeline.sft",
+                       "models/sft/both/launch_config.json"]
+
+
+def test_accelerate_parses_the_built_command():
+    from accelerate.commands.launch import launch_command_parser
+
+    launch = dpo.LaunchConfig(num_processes=8, accelerate_config="configs/accelerate/zero2.yaml", cluster="slurm")
+    cmd = sft.accelerate_launch(launch, "vlmcot.pipeline.dpo", "cfg.json", env=slurm_env(1))
+    args = launch_command_parser().parse_args(cmd[2:])
+    assert (args.num_processes, args.num_machines, args.machine_rank) == (16, 2, 1)
+    assert (args.main_process_ip, args.main_process_port) == ("gpu-a07", 29500)  # every node agrees on a port
+    assert args.module and args.training_script == "vlmcot.pipeline.dpo" and args.training_script_args == ["cfg.json"]
+
+
+def test_one_node_command_is_unchanged():
+    cmd = sft.accelerate_launch(sft.LaunchConfig(num_processes=8, accelerate_config="a.yaml"), "m", "c.json", env={})
+    assert cmd[2:] == ["--config_file", "a.yaml", "--num_processes", "8", "-m", "m", "c.json"]
+    assert not sft.LaunchConfig().distributed and sft.LaunchConfig(num_processes=1, cluster="slurm").distributed
+
+
+@pytest.mark.parametrize("nodelist,host", [
+    ("gpu-a[07-08]", "gpu-a07"), ("node[1,3-5],login1", "node1"), ("n001", "n001"), ("a1,b2", "a1"),
+    ("rack[2-3]-n[01-04]", "rack2-n01"), ("x[009]", "x009"),
+])
+def test_first_host(nodelist, host):
+    assert first_host(nodelist) == host
+
+
+def test_missing_or_bad_slurm_environment_is_a_clear_config_error():
+    with pytest.raises(ClusterError, match="SLURM_NODEID, SLURM_JOB_NODELIST unset"):
+        slurm_machines({"SLURM_NNODES": "2"})
+    with pytest.raises(ClusterError, match="outside 0..1"):
+        slurm_machines({**slurm_env(0), "SLURM_NODEID": "2"})
+    assert issubclass(ClusterError, ConfigError)  # the stage prints it and exits non-zero, no traceback
+
+
+def test_plan_of_the_multinode_overlay_outside_an_allocation(tmp_path, monkeypatch):
+    from vlmcot.profile import apply_profile, plan
+
+    for k in ("SLURM_NNODES", "SLURM_NODEID", "SLURM_JOB_NODELIST"):
+        monkeypatch.delenv(k, raising=False)
+    paper = tmp_path / "paper.yaml"
+    paper.write_text(apply_profile(ROOT / "params.yaml", ROOT / "configs/paper.yaml"))
+    multi = tmp_path / "multi.yaml"
+    multi.write_text(apply_profile(paper, ROOT / "configs/slurm/multinode.yaml"))
+    lines = plan(multi)
+    assert any(l.startswith("sft@both:") and "per slurm node (8 processes each" in l for l in lines)
+    c = yaml.safe_load(multi.read_text())
+    for stage in ("sft", "dpo"):  # still the paper's effective batch of 32 over 2 nodes x 8 GPUs
+        t = c[stage]["train"]
+        assert t["per_device_train_batch_size"] * t["gradient_accumulation_steps"] * 8 * 2 == 32
+
+
+@pytest.mark.parametrize("name,stage", [("sft", "stages/sft.py --mix"), ("dpo", "stages/dpo.py")])
+def test_sbatch_examples(name, stage):
+    path = ROOT / f"configs/slurm/{name}.sbatch"
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    text = path.read_text()
+    assert "#SBATCH --ntasks-per-node=1" in text and "#SBATCH --nodes=2" in text
+    assert f"srun --ntasks-per-node=1 --kill-on-bad-exit=1" in text and stage in text
+
+
+@pytest.mark.parametrize("name", ["zero2", "zero3"])
+def test_accelerate_configs_use_one_launcher_per_node(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(ROOT / f"configs/accelerate/{name}.yaml"))
+    assert cfg.deepspeed_config["deepspeed_multinode_launcher"] == "standard"  # not pdsh: srun starts the nodes
+
+
+def test_gpu_environment_files():
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    gpu = [Requirement(r) for r in project["optional-dependencies"]["gpu"]]
+    assert any(r.name == "deepspeed" and str(r.specifier) == "==0.19.*" for r in gpu)
+    assert not any(Requirement(r).name == "vllm" for r in project["dependencies"])  # its own env
+    reqs = [Requirement(l) for l in (ROOT / "requirements-vllm.txt").read_text().splitlines()
+            if l.strip() and not l.startswith("#")]
+    assert [r.name for r in reqs] == ["vllm"] and str(reqs[0].specifier).startswith("==")
+    dry = subprocess.run(["make", "-n", "-B", "-C", str(ROOT), "vllm-env"], capture_output=True, text=True, check=True).stdout
+    assert "-m venv .venv-vllm" in dry and ".venv-vllm/bin/pip install" in dry and "-r requirements-vllm.txt" in dry
