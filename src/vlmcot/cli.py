@@ -20,10 +20,13 @@ def _make_stage_command(name: str, help_text: str):
             None, "--item", "--mix", "--model", help="foreach item of the stage (sft: a mix; evaluate: a model)"
         ),
         dry_run: bool = typer.Option(False, "--dry-run", help="print what would run (command, resolved config)"),
+        shard: str | None = typer.Option(
+            None, "--shard", help="sample/evaluate: run slice i of N (i/N, e.g. 0/2); the run without --shard merges"
+        ),
     ) -> None:
         from vlmcot.stage import main
 
-        raise typer.Exit(main(name, params, item=item, dry_run=dry_run))
+        raise typer.Exit(main(name, params, item=item, dry_run=dry_run, shard=shard))
 
     command.__name__ = name
     command.__doc__ = help_text

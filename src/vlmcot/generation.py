@@ -57,6 +57,18 @@ class GenerationBackend(Protocol):
         ...
 
 
+class LazyBackend:
+    """A backend built at its first generate call: merging finished shards loads no model."""
+
+    def __init__(self, make):
+        self._make, self._backend = make, None
+
+    def generate(self, requests: list[GenRequest], cfg: GenerationConfig) -> list[GenOutput]:
+        if self._backend is None:
+            self._backend = self._make()
+        return self._backend.generate(requests, cfg)
+
+
 def user_message(prompt: str, with_image: bool = True) -> list[dict]:
     """The conversation for one request, in content-block form (the chat template renders the image)."""
     content: list[dict] = [{"type": "image"}] if with_image else []

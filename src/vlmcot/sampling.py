@@ -155,6 +155,27 @@ class PartialFile:
             f.flush()
             os.fsync(f.fileno())
 
+    @staticmethod
+    def read_matching(path: str | Path, fingerprint: str) -> dict[int, list[Candidate]]:
+        """Finished chunks of another file (a shard's) when its header matches, read-only; a torn last
+        line (a shard killed mid-write) is left out, and so is a whole file from another config."""
+        done: dict[int, list[Candidate]] = {}
+        lines = Path(path).read_bytes().split(b"\n")
+        for i, raw in enumerate(lines):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError:
+                break
+            if i == 0:
+                if row.get("header") != fingerprint:
+                    log.warning("%s: written by another config, not merged", path)
+                    return {}
+                continue
+            done[int(row["chunk"])] = [Candidate.model_validate(c) for c in row["candidates"]]
+        return done
+
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 
@@ -167,6 +188,18 @@ class SampleResult:
     resumed_chunks: int
 
 
+def shard_partial_path(partial_path: str | Path, shard: int, num_shards: int) -> Path:
+    """Where shard ``shard`` of ``num_shards`` keeps its chunks: beside the run's own partial file."""
+    p = Path(partial_path)
+    return p.with_name(p.name.replace(".partial", f".shard-{shard}-of-{num_shards}.partial"))
+
+
+def shard_partials(partial_path: str | Path) -> list[Path]:
+    """Every shard file left beside ``partial_path`` by ``--shard i/N`` runs."""
+    p = Path(partial_path)
+    return sorted(p.parent.glob(p.name.replace(".partial", ".shard-*-of-*.partial")))
+
+
 def sample_questions(
     backend: GenerationBackend,
     records: list[VQARecord],
@@ -174,24 +207,46 @@ def sample_questions(
     partial_path: str | Path,
     model_name: str = "",
     on_chunk: Callable[[int, int], None] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> SampleResult:
-    """Candidates for every record (sorted by id), resuming from ``partial_path`` when it matches."""
+    """Candidates for every record (sorted by id), resuming from ``partial_path`` when it matches.
+
+    ``shard=(i, N)``: sample only chunks ``k`` with ``k % N == i`` into the shard's own partial file
+    (:func:`shard_partial_path`); the result holds those chunks. Unsharded, chunks that shard files of
+    this same config already hold are taken from them (the merge), so N shard runs followed by one plain
+    run write exactly what one plain run writes: each chunk's draws depend on its index alone."""
     from tqdm.auto import tqdm
 
     records = sorted(records, key=lambda r: r.id)
     chunks = [records[i : i + spec.chunk_size] for i in range(0, len(records), spec.chunk_size)]
-    partial = PartialFile(partial_path, spec.fingerprint([r.id for r in records], model_name))
+    fingerprint = spec.fingerprint([r.id for r in records], model_name)
+    if shard is not None:
+        partial_path = shard_partial_path(partial_path, *shard)
+    partial = PartialFile(partial_path, fingerprint)
     done = partial.load()
+    if shard is None:
+        for path in shard_partials(partial_path):
+            theirs = PartialFile.read_matching(path, fingerprint)
+            for k, cands in theirs.items():
+                if k not in done:
+                    partial.append(k, cands)  # durable here before the shard files go
+                    done[k] = cands
+            if theirs:
+                log.info("merged %d chunks from %s", len(theirs), path)
+    else:
+        i, n = shard
+        chunks = [c if k % n == i else None for k, c in enumerate(chunks)]
+        done = {k: v for k, v in done.items() if k % n == i}
     resumed = len(done)
     if resumed:
         log.info("resuming: %d of %d chunks already sampled", resumed, len(chunks))
     generated, seconds = 0, 0.0
     # rate shown twice: tqdm's own (sample/s, smoothed over recent chunks) and the run's average over
     # generation time only ("samples/s", what metrics record as all.samples_per_s)
-    bar = tqdm(total=len(records) * spec.num_samples, desc="sample", unit="sample", mininterval=5,
+    bar = tqdm(total=sum(len(c) for c in chunks if c is not None) * spec.num_samples, desc="sample", unit="sample", mininterval=5,
                initial=sum(len(v) for v in done.values()))
     for k, chunk in enumerate(chunks):
-        if k in done:
+        if k in done or chunk is None:
             continue
         t0 = time.perf_counter()
         cands = sample_chunk(backend, chunk, spec, k)

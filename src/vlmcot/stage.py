@@ -40,11 +40,24 @@ def load_config(module: ModuleType, params_path: str = "params.yaml"):
     return parse_section(module.Config, params[module.SECTION], module.SECTION, params_path)
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/N"`` -> (i, N) with 0 <= i < N."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text!r}: expected i/N, e.g. 0/2") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ConfigError(f"--shard {text!r}: need 0 <= i < N")
+    return i, n
+
+
 def main(
-    module: ModuleType | str, params_path: str = "params.yaml", item: str | None = None, dry_run: bool = False
+    module: ModuleType | str, params_path: str = "params.yaml", item: str | None = None, dry_run: bool = False,
+    shard: str | None = None,
 ) -> int:
     """Run a stage. ``item`` selects one entry of a DVC foreach stage (``sft --mix both``); ``dry_run``
-    calls the module's ``dry_run(cfg, item)`` (print what would run) without opening an MLflow run."""
+    calls the module's ``dry_run(cfg, item)`` (print what would run) without opening an MLflow run;
+    ``shard`` ("i/N", stages with ``SHARDABLE``) runs one of N slices, which the plain run merges."""
     if isinstance(module, str):
         module = load_stage(module)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -52,6 +65,9 @@ def main(
         cfg = load_config(module, params_path)
         if (item is not None or dry_run) and not hasattr(module, "dry_run"):
             raise ConfigError(f"stage {module.SECTION} takes neither an item (--mix/--model) nor --dry-run")
+        if shard is not None and not getattr(module, "SHARDABLE", False):
+            raise ConfigError(f"stage {module.SECTION} does not take --shard (sample and evaluate do)")
+        shard_kw = {"shard": parse_shard(shard)} if shard is not None else {}
         if dry_run:
             module.dry_run(cfg, item)
             return 0
@@ -67,12 +83,14 @@ def main(
         torch.set_num_threads(cfg.torch_threads)
     t0 = time.time()
     run_name = f"{module.SECTION}@{item}" if item is not None else None
+    if shard is not None:
+        run_name = f"{run_name or module.SECTION}#shard{shard}"
     try:
         with tracking.stage_run(module.SECTION, cfg.model_dump(mode="json"), run_name=run_name) as tracker:
             if item is not None:
-                module.run(cfg, tracker, item)
+                module.run(cfg, tracker, item, **shard_kw)
             else:
-                module.run(cfg, tracker)
+                module.run(cfg, tracker, **shard_kw)
             usage = resource_usage()
             tracker.log_metrics({"stage_wall_s": time.time() - t0, **usage})
     except (StageError, ConfigError, DataError) as e:

@@ -25,6 +25,7 @@ from vlmcot.vllm_backend import VLLMConfig
 log = logging.getLogger(__name__)
 
 SECTION = "evaluate"
+SHARDABLE = True  # `--shard i/N` evaluates every N-th record; the plain run merges the shard files
 
 
 class Config(StrictModel):
@@ -115,43 +116,99 @@ def dry_run(cfg: Config, item: str | None) -> None:
     print(f"evaluate {name} ({cfg.models[name]}): modes {cfg.modes}, records {cfg.records}")
 
 
-def run(cfg: Config, tracker, item: str | None = None) -> None:
-    from vlmcot.evaluation import evaluate, markdown_table, summarize
-    from vlmcot.generation import HFBackend
-    from vlmcot.models import load_model_and_processor
+def make_backend(cfg: Config, name: str):
+    """The generation backend named by ``backend`` for model ``name``."""
+    from vlmcot.stage import StageError
 
-    name = _model_name(cfg, item)
-    records = select_records(cfg)
-    tracker.set_tags({"model": name})
     if cfg.backend == "server":
         from vlmcot.server_backend import ServerBackend
-        from vlmcot.stage import StageError
 
         try:
-            backend = ServerBackend(cfg.models[name], cfg.server, root=cfg.root)
+            return ServerBackend(cfg.models[name], cfg.server, root=cfg.root)
         except ConnectionError as e:
             raise StageError(f"evaluate.server: {e}") from None
-    elif cfg.backend == "vllm":
-        from vlmcot.stage import StageError
+    if cfg.backend == "vllm":
         from vlmcot.vllm_backend import VLLMBackend
 
         try:
-            backend = VLLMBackend(cfg.models[name], cfg.vllm, root=cfg.root)
+            return VLLMBackend(cfg.models[name], cfg.vllm, root=cfg.root)
         except ImportError as e:
             raise StageError(f"evaluate.backend: {e}") from None
-    else:
-        import torch
+    import torch
 
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-        model, processor = load_model_and_processor(cfg.models[name], dtype=cfg.dtype, device=device)
-        backend = HFBackend(model, processor, root=cfg.root)
-    log.info("evaluating %s on %d records x %s", name, len(records), cfg.modes)
-    rows = evaluate(backend, records, cfg.generation, cfg.modes, cfg.style)
+    from vlmcot.generation import HFBackend
+    from vlmcot.models import load_model_and_processor
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    model, processor = load_model_and_processor(cfg.models[name], dtype=cfg.dtype, device=device)
+    return HFBackend(model, processor, root=cfg.root)
+
+
+def _fingerprint(cfg: Config, name: str, records) -> str:
+    """What shapes the predictions: a shard file from another config is not merged."""
+    import hashlib
+    import json
+
+    blob = json.dumps({"model": cfg.models[name], "ids": [r.id for r in records], "modes": cfg.modes,
+                       "style": cfg.style, "gen": cfg.generation.model_dump(mode="json"), "backend": cfg.backend,
+                       "dtype": cfg.dtype}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def shard_path(cfg: Config, name: str, i: int, n: int) -> Path:
+    return Path(cfg.predictions_dir) / f"{name}.shard-{i}-of-{n}.jsonl"
+
+
+def _merged_rows(cfg: Config, name: str, fingerprint: str) -> tuple[dict[tuple[str, str], dict], list[Path]]:
+    """Prediction rows of finished shard files of this config, by (mode, id)."""
+    import json
+
+    rows: dict[tuple[str, str], dict] = {}
+    files = sorted(Path(cfg.predictions_dir).glob(f"{name}.shard-*-of-*.jsonl"))
+    for f in files:
+        lines = f.read_text(encoding="utf-8").splitlines()
+        if not lines or json.loads(lines[0]).get("header") != fingerprint:
+            log.warning("%s: written by another config, not merged", f)
+            continue
+        for line in lines[1:]:
+            r = json.loads(line)
+            rows[(r["mode"], r["id"])] = r
+        log.info("merging %d predictions from %s", len(lines) - 1, f)
+    return rows, files
+
+
+def run(cfg: Config, tracker, item: str | None = None, shard: tuple[int, int] | None = None) -> None:
+    from vlmcot.evaluation import evaluate, markdown_table, summarize
+    from vlmcot.generation import LazyBackend
+
+    name = _model_name(cfg, item)
+    records = select_records(cfg)
+    fingerprint = _fingerprint(cfg, name, records)
+    tracker.set_tags({"model": name, **({"shard": f"{shard[0]}/{shard[1]}"} if shard else {})})
+    backend = LazyBackend(lambda: make_backend(cfg, name))
+    if shard is not None:
+        mine = records[shard[0] :: shard[1]]  # round-robin over the id-sorted records
+        log.info("evaluating %s shard %d/%d: %d of %d records x %s", name, *shard, len(mine), len(records), cfg.modes)
+        rows = evaluate(backend, mine, cfg.generation, cfg.modes, cfg.style) if mine else []
+        path = shard_path(cfg, name, *shard)
+        write_jsonl(path, [{"header": fingerprint}, *rows], sort_key=None)  # atomic: never half a shard
+        log.info("shard %d/%d written to %s; after every shard, `vlmcot evaluate --model %s` merges them",
+                 *shard, path, name)
+        return
+    done, shard_files = _merged_rows(cfg, name, fingerprint)
+    missing = [r for r in records if any((m, r.id) not in done for m in cfg.modes)]
+    log.info("evaluating %s on %d records x %s (%d from shard files)", name, len(missing), cfg.modes,
+             len(records) - len(missing))
+    for r in evaluate(backend, missing, cfg.generation, cfg.modes, cfg.style) if missing else []:
+        done[(r["mode"], r["id"])] = r
+    rows = [done[(m, r.id)] for m in cfg.modes for r in records]  # the order of one unsharded evaluate()
     for r in rows:
         r["model"] = name
     write_jsonl(Path(cfg.predictions_dir) / f"{name}.jsonl", rows, sort_key=None)
     metrics = summarize(rows, name)
     write_json(Path(cfg.metrics_dir) / f"{name}.json", metrics)
+    for f in shard_files:  # merged into the predictions
+        f.unlink()
     tracker.log_metrics(metrics)
     tracker.log_text(markdown_table(metrics), f"eval_{name}.md")
     log.info("\n%s", markdown_table(metrics))

@@ -29,6 +29,7 @@ from vlmcot.vllm_backend import VLLMConfig
 log = logging.getLogger(__name__)
 
 SECTION = "sample"
+SHARDABLE = True  # `--shard i/N` samples every N-th chunk; the plain run merges (vlmcot.sampling)
 
 
 class ItemConfig(StrictModel):
@@ -199,24 +200,32 @@ def dry_run(cfg: Config, item: str | None) -> None:
     print(f"sample {item}: {len(qs)} questions x {n} from {cfg.model} -> {out} (partial: {partial}), {metrics}")
 
 
-def run(cfg: Config, tracker, item: str | None = None) -> None:
-    from vlmcot.sampling import sample_questions, summarize
+def run(cfg: Config, tracker, item: str | None = None, shard: tuple[int, int] | None = None) -> None:
+    from vlmcot.generation import LazyBackend
+    from vlmcot.sampling import sample_questions, shard_partial_path, shard_partials, summarize
 
     item = _item(cfg, item)
     out, partial, metrics_path = paths(cfg, item)
-    tracker.set_tags({"item": item})
+    tracker.set_tags({"item": item, **({"shard": f"{shard[0]}/{shard[1]}"} if shard else {})})
     questions = select_questions(cfg.items[item], cfg.max_bad_rate)
     spec = spec_for(cfg, item)
-    log.info("sampling %d questions x %d candidates from %s", len(questions), spec.num_samples, cfg.model)
-    backend = make_backend(cfg)
-    res = sample_questions(backend, questions, spec, partial, model_name=cfg.model,
+    log.info("sampling %d questions x %d candidates from %s%s", len(questions), spec.num_samples, cfg.model,
+             f" (shard {shard[0]}/{shard[1]})" if shard else "")
+    backend = LazyBackend(lambda: make_backend(cfg))
+    res = sample_questions(backend, questions, spec, partial, model_name=cfg.model, shard=shard,
                            on_chunk=lambda k, n: tracker.log_metrics({"chunks_done": k + 1}, step=k))
+    if shard is not None:
+        log.info("shard %d/%d: %d candidates in %s; after every shard, `vlmcot sample --item %s` merges them",
+                 shard[0], shard[1], len(res.candidates), shard_partial_path(partial, *shard), item)
+        return
     write_jsonl(out, res.candidates)  # already sorted by (id, sample)
     rate = res.generated / res.seconds if res.seconds > 0 else 0.0
     metrics = summarize(res.candidates, rate)
     metrics["all.resumed_chunks"] = res.resumed_chunks
     write_json(metrics_path, metrics)
     partial.unlink(missing_ok=True)  # the output is complete: nothing left to resume
+    for p in shard_partials(partial):  # merged into the output
+        p.unlink()
     tracker.log_metrics(metrics)
     tracker.log_artifact(metrics_path)
     log.info("sample %s: %s", item, metrics)
