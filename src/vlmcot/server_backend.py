@@ -29,6 +29,9 @@ from vlmcot.generation import GenerationConfig, GenOutput, GenRequest
 from vlmcot.vllm_backend import sampling_kwargs
 
 log = logging.getLogger(__name__)
+# the HTTP client logs every request at INFO: 100k lines for one paper-scale sample stage
+for _name in ("httpx", "httpx2"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 class ServerConfig(StrictModel):

@@ -64,6 +64,12 @@ def default_reply(question: str) -> dict:
     return {"text": f"Looking at the image ({digest}): {question.strip()[:80]}\n\n### Answer: {answer}"}
 
 
+def student_choice(body: dict, k: int) -> dict:
+    """Choice k of a sampled student answer: a function of the prompt, seed and k only."""
+    digest = hashlib.sha256(f"{_user_text(body)}|{body.get('seed')}|{k}".encode()).hexdigest()
+    return {"text": f"The bars read {digest[:6]}.\n\n### Answer: {int(digest[6:8], 16) % 10}"}
+
+
 def _user_text(body: dict) -> str:
     """All text parts of the user messages (the question lives there)."""
     parts = []
@@ -297,8 +303,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--student", metavar="MODEL", help="answer as `vllm serve MODEL` would (bench/gpu_smoke.py)")
     args = ap.parse_args(argv)
-    srv = FakeChatServer(latency_s=args.latency, port=args.port).start()
+    student = {"choice_fn": student_choice, "served_models": [args.student]} if args.student else {}
+    srv = FakeChatServer(latency_s=args.latency, port=args.port, **student).start()
     print(f"PORT {srv.port}", flush=True)
     try:
         while True:
