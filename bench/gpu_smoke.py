@@ -1,6 +1,7 @@
 """GPU smoke of the paper path on one GPU with tiny models built here (no downloads): bf16 SFT under
 accelerate + DeepSpeed ZeRO-3, bf16 DPO under ZeRO-2, then sampling through the server backend from
-`vllm serve` (the separate vLLM env). Driven by bench/gpu_smoke.sh, which builds the environments.
+`vllm serve` (the separate vLLM env): once from one server, once spread over two (the sharded path),
+reporting whether the two outputs are byte-identical (VLLM_BATCH_INVARIANT=1 on the servers). Driven by bench/gpu_smoke.sh, which builds the environments.
 
     python bench/gpu_smoke.py WORKDIR --vllm-python .venv-vllm/bin/python    # on a GPU
     python bench/gpu_smoke.py WORKDIR --cpu-dry-run                           # every piece a CPU can run
@@ -132,6 +133,16 @@ def run_worker(module: str, spec: Path, accelerate_config: str, cpu: bool, worke
     return time.perf_counter() - t0
 
 
+def _checked(stats: dict, what: str) -> dict:
+    """Training that ran no step or diverged is a failure, not a figure."""
+    import math
+
+    loss = stats.get("train_loss")
+    if not stats.get("global_step") or loss is None or not math.isfinite(loss):
+        raise RuntimeError(f"{what}: no steps or a non-finite loss: {stats}")
+    return stats
+
+
 def sft(work: Path, cpu: bool) -> dict:
     from vlmcot.pipeline.sft import Config
 
@@ -146,7 +157,7 @@ def sft(work: Path, cpu: bool) -> dict:
     spec = work / "sft_launch.json"
     spec.write_text(json.dumps({"mix": "both", "config": cfg.model_dump(mode="json")}))
     wall = run_worker("vlmcot.pipeline.sft", spec, "configs/accelerate/zero3.yaml", cpu, "VLMCOT_SFT_WORKER")
-    stats = json.loads((work / "sft/both/train_stats.json").read_text())
+    stats = _checked(json.loads((work / "sft/both/train_stats.json").read_text()), "sft")
     return {"sft_steps_per_s": stats.get("train_steps_per_second"),
             "sft_launch": "in-process (cpu dry run)" if cpu else "accelerate + DeepSpeed ZeRO-3, bf16", "sft_steps": stats.get("global_step"),
             "sft_loss": stats.get("train_loss"), "sft_wall_s": round(wall, 1)}
@@ -155,7 +166,7 @@ def sft(work: Path, cpu: bool) -> dict:
 def dpo(work: Path, cpu: bool) -> dict:
     from vlmcot.pipeline.dpo import Config
 
-    train = {**_train_common(cpu), "beta": 0.1, "learning_rate": 5e-6, "freeze_vision_tower": True,
+    train = {**_train_common(cpu), "beta": 0.1, "learning_rate": 1e-4, "freeze_vision_tower": True,
              "freeze_projector": True, "deepspeed": None if cpu else str(ROOT / "configs/deepspeed/zero2.json")}
     cfg = Config.model_validate({"sft_model": str(work / "sft/both"), "pairs": str(work / "pairs.jsonl"),
                                  "out_dir": str(work / "dpo"), "checkpoint_dir": str(work / "ckpt/dpo"),
@@ -164,7 +175,7 @@ def dpo(work: Path, cpu: bool) -> dict:
     spec = work / "dpo_launch.json"
     spec.write_text(json.dumps(cfg.model_dump(mode="json")))
     wall = run_worker("vlmcot.pipeline.dpo", spec, "configs/accelerate/zero2.yaml", cpu, "VLMCOT_DPO_WORKER")
-    stats = json.loads((work / "dpo/train_stats.json").read_text())
+    stats = _checked(json.loads((work / "dpo/train_stats.json").read_text()), "dpo")
     return {"dpo_steps_per_s": stats.get("train_steps_per_second"),
             "dpo_launch": "in-process (cpu dry run)" if cpu else "accelerate + DeepSpeed ZeRO-2, bf16", "dpo_steps": stats.get("global_step"),
             "dpo_loss": stats.get("train_loss"), "dpo_wall_s": round(wall, 1)}
@@ -185,56 +196,71 @@ def wait_for_server(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
 
 
 def start_server(work: Path, model: str, port: int, cpu: bool, vllm_python: str | None) -> subprocess.Popen:
-    log = (work / "server.log").open("w")
+    log = (work / f"server-{port}.log").open("w")
     if cpu:  # the test suite's chat-completions server, answering as `vllm serve` would
         cmd = [sys.executable, str(ROOT / "tests/teacher/server.py"), "--port", str(port), "--student", model]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
     else:
         cmd = [str(Path(vllm_python).parent / "vllm"), "serve", model, "--port", str(port),
-               "--dtype", "bfloat16", "--max-model-len", "2048", "--gpu-memory-utilization", "0.3",
+               "--dtype", "bfloat16", "--max-model-len", "2048", "--gpu-memory-utilization", "0.25",
                "--limit-mm-per-prompt", '{"image": 1}', "--seed", "0",
                "--enforce-eager"]  # no CUDA-graph capture: a tiny model starts in seconds
-        env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"}
+        # batch-invariant kernels (compute capability >= 9): the same draws whichever server and batch
+        env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1", "VLLM_BATCH_INVARIANT": "1"}
     print("$", " ".join(cmd), flush=True)
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
 
 
-def sample(work: Path, cpu: bool, vllm_python: str | None) -> dict:
+def _sample_run(work: Path, name: str, model: str, urls: list[str]) -> dict:
     import yaml
 
     from vlmcot.io import read_json
     from vlmcot.stage import main
 
-    model, port = str(work / "sft/both"), 18471
-    url = f"http://127.0.0.1:{port}/v1"
-    t0 = time.perf_counter()
-    proc = start_server(work, model, port, cpu, vllm_python)
-    try:
-        wait_for_server(url, proc, 60 if cpu else 300)
-        startup = time.perf_counter() - t0
-        params = {"sample": {"model": model, "out_dir": str(work / "sample"), "metrics_dir": str(work / "metrics"),
-                             "root": str(work), "items": {"smoke": {"records": str(work / "records.jsonl")}},
-                             "num_samples": NUM_SAMPLES, "max_new_tokens": 64, "chunk_size": N_QUESTIONS,
-                             "backend": "server", "server": {"urls": [url], "max_concurrency": 16}}}
-        p = work / "params_sample.yaml"
-        p.write_text(yaml.safe_dump(params))
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-        if main("sample", str(p), item="smoke") != 0:
-            raise RuntimeError("the sample stage failed against the server (see above)")
-    except BaseException:
-        tail = (work / "server.log").read_text(errors="replace").splitlines()[-40:]
-        print("---- server log (last 40 lines) ----", *tail, sep="\n", file=sys.stderr)
-        raise
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    m = read_json(work / "metrics/sample_smoke.json")
+    params = {"sample": {"model": model, "out_dir": str(work / name), "metrics_dir": str(work / name),
+                         "root": str(work), "items": {"smoke": {"records": str(work / "records.jsonl")}},
+                         "num_samples": NUM_SAMPLES, "max_new_tokens": 64, "chunk_size": N_QUESTIONS,
+                         "backend": "server", "server": {"urls": urls, "max_concurrency": 16}}}
+    p = work / f"params_{name}.yaml"
+    p.write_text(yaml.safe_dump(params))
+    if main("sample", str(p), item="smoke") != 0:
+        raise RuntimeError(f"the sample stage failed against {urls} (see above)")
+    m = read_json(work / name / "sample_smoke.json")
     if m["all.candidates"] != N_QUESTIONS * NUM_SAMPLES:
         raise RuntimeError(f"expected {N_QUESTIONS * NUM_SAMPLES} candidates, got {m['all.candidates']}")
-    return {"sample_samples_per_s": m["all.samples_per_s"], "sample_candidates": m["all.candidates"],
+    return m
+
+
+def sample(work: Path, cpu: bool, vllm_python: str | None) -> dict:
+    """Two servers of the SFT model: sample from one, then from both (the sharded path), compare."""
+    model, ports = str(work / "sft/both"), [18471, 18472]
+    urls = [f"http://127.0.0.1:{p}/v1" for p in ports]
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    t0 = time.perf_counter()
+    procs = [start_server(work, model, p, cpu, vllm_python) for p in ports]
+    try:
+        for u, proc in zip(urls, procs):
+            wait_for_server(u, proc, 60 if cpu else 300)
+        startup = time.perf_counter() - t0
+        one = _sample_run(work, "sample_1server", model, urls[:1])
+        two = _sample_run(work, "sample_2servers", model, urls)
+    except BaseException:
+        for p in ports:
+            tail = (work / f"server-{p}.log").read_text(errors="replace").splitlines()[-40:]
+            print(f"---- server {p} log (last 40 lines) ----", *tail, sep="\n", file=sys.stderr)
+        raise
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    same = ((work / "sample_1server/smoke/candidates.jsonl").read_bytes()
+            == (work / "sample_2servers/smoke/candidates.jsonl").read_bytes())
+    return {"sample_samples_per_s": one["all.samples_per_s"], "sample_2servers_samples_per_s": two["all.samples_per_s"],
+            "sample_candidates": one["all.candidates"], "sample_2servers_identical": same,
             "server_startup_s": round(startup, 1)}
 
 

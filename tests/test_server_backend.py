@@ -26,6 +26,8 @@ def student(body: dict, k: int) -> dict:
     parts = body["messages"][0]["content"]
     image = next((p["image_url"]["url"] for p in parts if p["type"] == "image_url"), "")
     text = next(p["text"] for p in parts if p["type"] == "text")
+    if "BADREQ" in text:
+        raise ValueError("This model's maximum context length is 2048 tokens.")
     key = f"{image}|{text}|{body['seed']}|{body['temperature']}|{body.get('top_p')}|{body['max_tokens']}|{k}"
     h = hashlib.sha256(key.encode()).hexdigest()
     answer = ["8", "7", "B", "A"][int(h[:2], 16) % 4]
@@ -98,6 +100,21 @@ def test_backend_returns_request_order_and_token_counts(world):
     finally:
         for s in srv:
             s.stop()
+
+
+def test_a_rejected_request_gives_empty_texts_but_all_rejected_fails(world, caplog):
+    srv = servers(1)
+    try:
+        be = ServerBackend(MODEL, ServerConfig(urls=[srv[0].base_url], max_retries=0), root=world)
+        gen = GenerationConfig(do_sample=True, num_return_sequences=2)
+        reqs = [GenRequest("ok", "img/0.png", "fine"), GenRequest("long", "img/1.png", "BADREQ huge")]
+        outs = be.generate(reqs, gen)
+        assert outs[0].texts[0] and outs[1].texts == ["", ""] and outs[1].num_tokens == [0, 0]
+        assert "request 'long' rejected" in caplog.text and "maximum context length" in caplog.text
+        with pytest.raises(RuntimeError, match="rejected all 1 requests"):
+            be.generate(reqs[1:], gen)
+    finally:
+        srv[0].stop()
 
 
 def test_sample_and_evaluate_over_two_servers_match_one_server_byte_for_byte(world):

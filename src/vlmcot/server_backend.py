@@ -7,7 +7,8 @@ project's ``python`` and talk to it over chat completions. Same ``GenerationBack
 data URL, the prompt text after it (the order of :func:`~vlmcot.generation.user_message`), ``n`` =
 num_return_sequences, temperature / top_p / max_tokens, and a seed derived from (generation seed,
 request id) only. Requests are spread round-robin over ``urls`` and run concurrently; outputs come
-back in request order. Because a request's draws depend on nothing but its own content and seed,
+back in request order; a request the server rejects (HTTP 400) is logged and gives empty texts (it
+counts as an extraction failure), unless every request of a call is rejected. Because a request's draws depend on nothing but its own content and seed,
 the output does not depend on how many servers share the work, or in what order they answer.
 Generated-token counts come from the per-token ``logprobs`` the request asks for.
 """
@@ -157,10 +158,27 @@ class ServerBackend:
         reply = self.clients[server].chat.completions.create(**body, extra_body=extra or None)
         return parse_reply(req, reply.model_dump(), cfg.num_return_sequences)
 
+    def _one_or_empty(self, server: int, req: GenRequest, cfg: GenerationConfig) -> tuple[GenOutput, str | None]:
+        """A request the server rejects as bad (HTTP 400, e.g. a prompt over max_model_len) gives empty
+        texts, so one bad record does not stop a long run; transport errors and 5xx (after retries) raise."""
+        import openai
+
+        try:
+            return self._one(server, req, cfg), None
+        except openai.BadRequestError as e:
+            n = cfg.num_return_sequences
+            return GenOutput(id=req.id, texts=[""] * n, num_tokens=[0] * n), f"{self.cfg.urls[server]}: {e}"
+
     def generate(self, requests: list[GenRequest], cfg: GenerationConfig) -> list[GenOutput]:
-        futures = [self.pools[i % len(self.pools)].submit(self._one, i % len(self.pools), r, cfg)
+        futures = [self.pools[i % len(self.pools)].submit(self._one_or_empty, i % len(self.pools), r, cfg)
                    for i, r in enumerate(requests)]
-        return [f.result() for f in futures]  # request order; the first failure propagates
+        results = [f.result() for f in futures]  # request order; the first hard failure propagates
+        bad = [(r.id, err) for r, (_, err) in zip(requests, results) if err is not None]
+        if bad and len(bad) == len(requests):  # not one record's problem: the settings or the server
+            raise RuntimeError(f"the server rejected all {len(bad)} requests; first ({bad[0][0]!r}): {bad[0][1]}")
+        for rid, err in bad:
+            log.warning("request %r rejected, recorded as empty responses: %s", rid, err)
+        return [out for out, _ in results]
 
     def close(self) -> None:
         for p in self.pools:

@@ -20,7 +20,8 @@ question contains a marker word (REFUSE, SORRY, EMPTY, NOMARK, TRUNCATE, ANSWER=
 answers with the annotated answer the teacher prompt carries ("42" when there is none).
 
 A student model behind `vllm serve` is served the same way with ``choice_fn(body, k) -> dict``: it
-builds choice ``k`` of ``n`` from the whole request body (sampling settings, seed, image data URLs),
+builds choice ``k`` of ``n`` from the whole request body (sampling settings, seed, image data URLs;
+raising ValueError makes an HTTP 400, as vLLM answers a prompt longer than its context),
 and ``logprobs: true`` in a request adds one logprob entry per whitespace word of each choice, as
 vLLM returns one per generated token (tests/test_server_backend.py).
 
@@ -280,7 +281,11 @@ class FakeChatServer:
             def _reply_choices(self, body: dict, question: str) -> None:
                 choices = []
                 for k in range(int(body.get("n") or 1)):
-                    r = srv.choice_fn(body, k)
+                    try:
+                        r = srv.choice_fn(body, k)
+                    except ValueError as e:  # the student refuses the request as vLLM does a bad one
+                        self._error(400, str(e), "invalid_request_error")
+                        return
                     c = {"index": k, "message": {"role": "assistant", "content": r["text"]},
                          "finish_reason": r.get("finish_reason", "stop")}
                     if body.get("logprobs"):
