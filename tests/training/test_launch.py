@@ -116,3 +116,24 @@ def test_gpu_environment_files():
     assert [r.name for r in reqs] == ["vllm"] and str(reqs[0].specifier).startswith("==")
     dry = subprocess.run(["make", "-n", "-B", "-C", str(ROOT), "vllm-env"], capture_output=True, text=True, check=True).stdout
     assert "-m venv .venv-vllm" in dry and ".venv-vllm/bin/pip install" in dry and "-r requirements-vllm.txt" in dry
+
+
+@pytest.mark.parametrize("name", ["zero2", "zero3"])
+def test_accelerate_turns_the_node_command_into_torchrun_on_this_node(name):
+    """Through accelerate's own validation and DeepSpeed launcher setup (nothing started): node 1 of 2
+    runs torchrun for its 8 GPUs against node 0's address; no pdsh/ssh command is built."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env
+
+    launch = sft.LaunchConfig(num_processes=8, accelerate_config=str(ROOT / f"configs/accelerate/{name}.yaml"),
+                              cluster="slurm")
+    cmd = sft.accelerate_launch(launch, "vlmcot.pipeline.sft", "c.json", env=slurm_env(1))
+    args, defaults, _ = _validate_launch_command(launch_command_parser().parse_args(cmd[2:]))
+    args.deepspeed_fields_from_accelerate_config = list(defaults.deepspeed_config)  # as launch_command sets it
+    ds_cmd, env = prepare_deepspeed_cmd_env(args)
+    assert ds_cmd is None  # torchrun in this process, not the `deepspeed --hostfile` (pdsh) launcher
+    assert (args.nproc_per_node, args.nnodes, args.node_rank) == ("8", "2", 1)
+    # static rendezvous at node 0 (torchrun reads the endpoint as master address:port)
+    assert (args.rdzv_backend, args.rdzv_endpoint) == ("static", "gpu-a07:29500")
+    assert env["ACCELERATE_USE_DEEPSPEED"] == "true"
+    assert env["ACCELERATE_DEEPSPEED_CONFIG_FILE"].endswith(f"configs/deepspeed/{name}.json")
