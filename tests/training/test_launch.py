@@ -85,13 +85,31 @@ def test_plan_of_the_multinode_overlay_outside_an_allocation(tmp_path, monkeypat
         assert t["per_device_train_batch_size"] * t["gradient_accumulation_steps"] * 8 * 2 == 32
 
 
-@pytest.mark.parametrize("name,stage", [("sft", "stages/sft.py --mix"), ("dpo", "stages/dpo.py")])
-def test_sbatch_examples(name, stage):
+@pytest.mark.parametrize("name,stage", [("sft", "stages/sft.py --mix both"), ("dpo", "stages/dpo.py")])
+def test_sbatch_examples(name, stage, tmp_path):
+    """The script run as SLURM would, with stand-ins for srun (two nodes), the venv's python and dvc."""
     path = ROOT / f"configs/slurm/{name}.sbatch"
-    subprocess.run(["bash", "-n", str(path)], check=True)
     text = path.read_text()
     assert "#SBATCH --ntasks-per-node=1" in text and "#SBATCH --nodes=2" in text
-    assert f"srun --ntasks-per-node=1 --kill-on-bad-exit=1" in text and stage in text
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    log = tmp_path / "calls.log"
+    scripts = {
+        # drop srun's options, then run the task once per node
+        "srun": 'while [[ "$1" == --* ]]; do shift; done\nfor n in 0 1; do SLURM_NODEID=$n "$@"; done',
+        "python": f'echo "node=$SLURM_NODEID mlflow=${{MLFLOW_TRACKING_URI:-default}} python $*" >> {log}',
+        "dvc": f'echo "dvc $*" >> {log}',
+    }
+    for exe, body in scripts.items():
+        (fake / exe).write_text("#!/bin/bash\n" + body + "\n")
+        (fake / exe).chmod(0o755)
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "SLURM_SUBMIT_DIR": str(ROOT), "SLURM_JOB_ID": "77", "MIX": "both",
+           "VENV": str(tmp_path), "TMPDIR": "/scratch"}
+    subprocess.run(["bash", str(path)], env=env, check=True, cwd=tmp_path)
+    calls = log.read_text().splitlines()
+    assert calls[0] == f"node=0 mlflow=default python {stage}"
+    assert calls[1] == f"node=1 mlflow=sqlite:////scratch/vlmcot-mlflow-77.db python {stage}"
+    assert calls[2] == ("dvc commit --force sft@both" if name == "sft" else "dvc commit --force dpo")
 
 
 @pytest.mark.parametrize("name", ["zero2", "zero3"])
