@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 from vlmcot.config import ConfigError, StrictModel
 from vlmcot.generation import GenerationConfig
 from vlmcot.io import read_jsonl, write_json, write_jsonl
+from vlmcot.judge import JudgeConfig
 from vlmcot.vllm_backend import VLLMConfig
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,12 @@ class Config(StrictModel):
     modes: list[Literal["direct", "cot"]] = ["direct", "cot"]
     # prompt style registered in vlmcot.prompts ("paper" or "vlmevalkit")
     style: str = "paper"
+    # "project": the metrics in vlmcot.metrics; "vlmevalkit": VLMEvalKit e8e78f0's rules exactly
+    # (vlmcot.vlmevalkit_scoring; keys <dataset>.vlmevalkit_<metric>), comparable with published numbers
+    scoring: Literal["project", "vlmevalkit"] = "project"
+    # null: rule-based answer extraction only; a section: a judge model extracts the MathVista / MMMU
+    # answers the rules miss, as VLMEvalKit does (vlmcot.judge.JudgeConfig: model, base_url, api_key_env, ...)
+    judge: JudgeConfig | None = None
     # evaluate only these datasets (None: all in the records)
     datasets: list[str] | None = None
     # at most this many records per dataset, first by id (None: all)
@@ -134,7 +141,15 @@ def run(cfg: Config, tracker, item: str | None = None) -> None:
         model, processor = load_model_and_processor(cfg.models[name], dtype=cfg.dtype, device=device)
         backend = HFBackend(model, processor, root=cfg.root)
     log.info("evaluating %s on %d records x %s", name, len(records), cfg.modes)
-    rows = evaluate(backend, records, cfg.generation, cfg.modes, cfg.style)
+    judge = None
+    if cfg.judge is not None:
+        from vlmcot.judge import Judge
+
+        judge = Judge(cfg.judge)
+    rows = evaluate(backend, records, cfg.generation, cfg.modes, cfg.style, cfg.scoring, judge)
+    if judge is not None:
+        log.info("judge: %d calls, %d failed", judge.calls, judge.failures)
+        tracker.log_metrics({f"{name}.judge_calls": judge.calls, f"{name}.judge_failures": judge.failures})
     for r in rows:
         r["model"] = name
     write_jsonl(Path(cfg.predictions_dir) / f"{name}.jsonl", rows, sort_key=None)

@@ -1,0 +1,102 @@
+"""evaluate.scoring: vlmevalkit and evaluate.judge, end to end through evaluation.evaluate, with the
+judge behind the local chat-completions server (tests/teacher/server.py) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.teacher.helpers import fast_openai
+from tests.teacher.server import FakeChatServer
+from vlmcot.evaluation import evaluate, summarize
+from vlmcot.generation import GenerationConfig, GenOutput
+from vlmcot.judge import Judge, JudgeConfig, judge_prompt
+from vlmcot.pipeline.evaluate import Config
+from vlmcot.records import VQARecord
+
+
+def _recs():
+    base = dict(image="x.png", split="eval")
+    return [
+        # MathVista free form, integer: "fourteen" fails the prefetch -> judge
+        VQARecord(id="mv1", question="Which number is missing?", answer="14", dataset="mathvista", qtype="numeric",
+                  metric="mathvista", meta={"answer_type": "integer", "question_type": "free_form",
+                                            "query": "Hint: integer\nQuestion: Which number is missing?"}, **base),
+        # MathVista free form, prefetch succeeds: never sent
+        VQARecord(id="mv2", question="How many?", answer="3", dataset="mathvista", qtype="numeric",
+                  metric="mathvista", meta={"answer_type": "integer", "question_type": "free_form"}, **base),
+        # MMMU multiple choice: "the second one" is not inferable -> judge answers B
+        VQARecord(id="mm1", question="Which animal?", answer="B", choices=["cat", "dog", "bird"], dataset="mmmu",
+                  qtype="multiple_choice", metric="mc_accuracy", **base),
+        # DocVQA: never judged
+        VQARecord(id="d1", question="Title?", answer="Report", answers=["Report"], dataset="docvqa",
+                  qtype="short", metric="anls", **base),
+    ]
+
+
+class Backend:
+    TEXT = {"mv1": "fourteen", "mv2": "3", "mm1": "the second one", "d1": "report"}
+
+    def generate(self, requests, cfg):
+        return [GenOutput(r.id, [self.TEXT[r.id]], [2]) for r in requests]
+
+
+def _reply(question: str) -> dict:
+    if "Model respone: fourteen" in question:
+        return {"text": " 14"}
+    if "Answer: the second one" in question:
+        return {"text": "B"}
+    return {"text": "Z"}
+
+
+def test_scoring_vlmevalkit_keys_without_judge():
+    rows = evaluate(Backend(), _recs(), GenerationConfig(), modes=["direct"], scoring="vlmevalkit")
+    m = summarize(rows, "both")
+    assert m["both.direct.docvqa.vlmevalkit_anls"] == 1.0
+    assert m["both.direct.mathvista.vlmevalkit_mathvista"] == 0.5  # "fourteen" is not an int
+    assert m["both.direct.mmmu.vlmevalkit_mc_accuracy"] == 0.0
+
+
+def test_judge_extracts_only_where_rules_fail(monkeypatch):
+    monkeypatch.setenv("VLMCOT_TEST_KEY", "sk-test-judge-0000")
+    with FakeChatServer(reply_fn=_reply) as srv:
+        judge = Judge(JudgeConfig(**fast_openai(srv.base_url, model="gpt-4o-mini", max_tokens=16)))
+        rows = evaluate(Backend(), _recs(), GenerationConfig(), modes=["direct"], scoring="vlmevalkit", judge=judge)
+        assert srv.total == 2  # mv1 and mm1 only
+        sent = list(srv.by_question)
+    by = {r["id"]: r for r in rows}
+    assert by["mv1"]["judge"] == "14" and by["mv1"]["score"] == 1.0
+    assert by["mm1"]["judge"] == "B" and by["mm1"]["score"] == 1.0
+    assert "judge" not in by["mv2"] and "judge" not in by["d1"]
+    assert judge.calls == 2 and judge.failures == 0
+    # VLMEvalKit's prompts: MathVista's in-context examples with the benchmark query, the MCQ matcher
+    assert any("Extracted answer: [2007, 2008]" in q and "Hint: integer" in q for q in sent)
+    assert any(re.search(r"Options: A\. cat\nB\. dog\nC\. bird\n\nAnswer: the second one", q) for q in sent)
+    # the key never reaches the rows
+    assert "sk-test" not in repr(rows)
+
+
+def test_judge_failure_keeps_rule_result(monkeypatch):
+    monkeypatch.setenv("VLMCOT_TEST_KEY", "x")
+    with FakeChatServer(reply_fn=_reply, faults=["500"] * 20) as srv:
+        judge = Judge(JudgeConfig(**fast_openai(srv.base_url, max_retries=1)))
+        rows = evaluate(Backend(), _recs(), GenerationConfig(), modes=["direct"], scoring="vlmevalkit", judge=judge)
+    by = {r["id"]: r for r in rows}
+    assert by["mv1"]["judge"] is None and by["mv1"]["score"] == 0.0
+    assert judge.failures == 2
+
+
+def test_judge_prompt_for_mmmu_open_question():
+    rec = VQARecord(id="o", image="x.png", question="Length?", answer="3.5 m", dataset="mmmu", qtype="short",
+                    split="eval", metric="exact_match")
+    assert "Options: A. 3.5 m\nB. Other Answers\n" in judge_prompt(rec, "about three and a half")
+
+
+def test_config_judge_section_and_unknown_keys():
+    cfg = Config(judge={"backend": "openai", "model": "gpt-4o-mini"}, scoring="vlmevalkit")
+    assert cfg.judge.datasets == ["mathvista", "mmmu"] and cfg.judge.max_tokens == 64
+    with pytest.raises(ValueError):
+        Config(judge={"backend": "openai", "modle": "x"})
+    with pytest.raises(ValueError):
+        Config(scoring="vlmeval")
