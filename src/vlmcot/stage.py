@@ -68,7 +68,8 @@ def main(
     t0 = time.time()
     run_name = f"{module.SECTION}@{item}" if item is not None else None
     try:
-        with tracking.stage_run(module.SECTION, cfg.model_dump(mode="json"), run_name=run_name) as tracker:
+        with tracking.stage_run(module.SECTION, cfg.model_dump(mode="json"), run_name=run_name,
+                                offline=getattr(cfg, "offline", True)) as tracker:
             if item is not None:
                 module.run(cfg, tracker, item)
             else:
