@@ -81,7 +81,7 @@ def test_process_answer_equals_upstream():
     rng = random.Random(1)
     cases = [(s,) for s in TRICKY] + [(_rand(rng, 30),) for _ in range(N_GEN)]
     cases += [(f"{a} {b}",) for a, b in itertools.product(TRICKY[:60], repeat=2)]
-    assert _check("process_answer", cases, vk.process_answer, up.process_answer) > 7000
+    assert _check("process_answer", cases, vk.process_answer, up.process_answer) > 6000
 
 
 def test_vqa_score_equals_upstream():
@@ -146,7 +146,7 @@ def test_multiple_choice_equals_upstream():
         if rng.random() < 0.3:
             p = f"{p} {rng.choice('ABCDE')}"
         cases.append((p, opts, rng.choice("ABCD")))
-    assert _check("multiple_choice", cases, vk.mc_hit, up.score_mcq_line) > 8000
+    assert _check("multiple_choice", cases, vk.mc_hit, up.score_mcq_line) > 7000
 
 
 def test_mmmu_open_equals_upstream():

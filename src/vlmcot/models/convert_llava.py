@@ -211,7 +211,13 @@ def convert_llava_next(src: str | Path, dst: str | Path, dtype: str | None = Non
     _check_source(src_cfg, cfg_path)
 
     state = load_original_state_dict(src)
-    tok = AutoTokenizer.from_pretrained(str(src))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(src))
+    except (OSError, ValueError) as e:
+        raise ConversionError(
+            f"{src}: no loadable tokenizer ({type(e).__name__}: {str(e).splitlines()[0][:200]}); copy the tokenizer "
+            f"files of the base LLM ({src_cfg.get('_name_or_path', 'the Llama-3 model')}) into {src}"
+        ) from None
     if tok.pad_token is None:
         tok.add_special_tokens({"pad_token": "<pad>"})  # Open-LLaVA-NeXT's train.py does the same
     tok.add_tokens(AddedToken("<image>", special=True, normalized=False), special_tokens=True)
