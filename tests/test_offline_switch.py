@@ -16,7 +16,12 @@ from vlmcot import tracking
 ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
-import json, os, sys
+import contextlib, json, os, sys, types
+# a stand-in for mlflow (importing it costs seconds); stage_run and configure run for real
+mlflow = types.ModuleType("mlflow")
+mlflow.set_experiment = mlflow.log_params = mlflow.log_metrics = mlflow.set_tags = lambda *a, **k: None
+mlflow.start_run = lambda **k: contextlib.nullcontext(types.SimpleNamespace(info=types.SimpleNamespace(run_id="x")))
+sys.modules["mlflow"] = mlflow
 from vlmcot import stage
 import vlmcot.pipeline.prepare as prep
 
