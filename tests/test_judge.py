@@ -100,3 +100,20 @@ def test_config_judge_section_and_unknown_keys():
         Config(judge={"backend": "openai", "modle": "x"})
     with pytest.raises(ValueError):
         Config(scoring="vlmeval")
+
+
+def test_fatal_judge_error_stops_the_stage_cleanly(monkeypatch, tmp_path):
+    from tests.conftest import FakeTracker
+    from vlmcot.io import write_jsonl
+    from vlmcot.pipeline import evaluate as stage
+    from vlmcot.stage import StageError
+
+    monkeypatch.delenv("VLMCOT_TEST_KEY", raising=False)  # no key: FatalTeacherError on the first call
+    write_jsonl(tmp_path / "eval.jsonl", [r.model_dump(mode="json") for r in _recs()], sort_key="id")
+    cfg = Config(records=str(tmp_path / "eval.jsonl"), models={"m": "models/x"}, modes=["direct"],
+                 predictions_dir=str(tmp_path / "p"), metrics_dir=str(tmp_path / "m"), scoring="vlmevalkit",
+                 judge=fast_openai("http://127.0.0.1:9/v1"))
+    monkeypatch.setattr("vlmcot.models.load_model_and_processor", lambda *a, **k: (None, None))
+    monkeypatch.setattr("vlmcot.generation.HFBackend", lambda *a, **k: Backend())
+    with pytest.raises(StageError, match="evaluate.judge: environment variable VLMCOT_TEST_KEY is not set"):
+        stage.run(cfg, FakeTracker(), "m")

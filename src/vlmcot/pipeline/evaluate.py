@@ -20,6 +20,7 @@ from vlmcot.config import ConfigError, StrictModel
 from vlmcot.generation import GenerationConfig
 from vlmcot.io import read_jsonl, write_json, write_jsonl
 from vlmcot.judge import JudgeConfig
+from vlmcot.teacher.openai_backend import FatalTeacherError
 from vlmcot.vllm_backend import VLLMConfig
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,12 @@ def run(cfg: Config, tracker, item: str | None = None) -> None:
         from vlmcot.judge import Judge
 
         judge = Judge(cfg.judge)
-    rows = evaluate(backend, records, cfg.generation, cfg.modes, cfg.style, cfg.scoring, judge)
+    try:
+        rows = evaluate(backend, records, cfg.generation, cfg.modes, cfg.style, cfg.scoring, judge)
+    except FatalTeacherError as e:  # the judge's key, quota or model: every further call would fail
+        from vlmcot.stage import StageError
+
+        raise StageError(f"evaluate.judge: {e}") from None
     if judge is not None:
         log.info("judge: %d calls, %d failed", judge.calls, judge.failures)
         tracker.log_metrics({f"{name}.judge_calls": judge.calls, f"{name}.judge_failures": judge.failures})
