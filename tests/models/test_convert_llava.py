@@ -195,3 +195,19 @@ def test_rejects_non_llava_source(tmp_path):
         convert_llava_next(tmp_path, tmp_path / "out")
     with pytest.raises(ConversionError, match="no config.json"):
         convert_llava_next(tmp_path / "missing", tmp_path / "out")
+
+
+def test_cli_convert_llava(converted, tmp_path):
+    from typer.testing import CliRunner
+
+    from vlmcot.cli import app
+
+    _, _, dst, _ = converted
+    src = dst.parent / "orig"
+    res = CliRunner().invoke(app, ["convert-llava", str(src), str(tmp_path / "out"), "--dtype", "bfloat16"])
+    assert res.exit_code == 0, res.output
+    assert "LlavaNextForConditionalGeneration" in res.output
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["architectures"] == ["LlavaNextForConditionalGeneration"] and cfg["dtype"] == "bfloat16"
+    bad = CliRunner().invoke(app, ["convert-llava", str(tmp_path / "nothing"), str(tmp_path / "o2")])
+    assert bad.exit_code == 2 and "no config.json" in bad.output

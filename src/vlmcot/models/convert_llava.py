@@ -165,6 +165,8 @@ def _text_config(src_cfg: dict, vocab_size: int):
         "tokenizer_padding_side", "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter", "unfreeze_mm_vision_tower",
         "use_mm_proj", "image_crop_resolution", "image_split_resolution", "transformers_version", "torch_dtype",
         "dtype", "vocab_size")}  # fmt: skip
+    if keep.get("rope_scaling") is None:
+        keep.pop("rope_scaling", None)  # null in LLaMA-3 configs; v5 reads rope_theta into rope_parameters
     return LlamaConfig(**keep, vocab_size=vocab_size)
 
 
