@@ -185,6 +185,12 @@ def test_chat_template_renders_llava_llama_3(converted):
     assert text == expected
     gen = proc.apply_chat_template(msgs[:1], tokenize=False, add_generation_prompt=True)
     assert gen.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    # turns end with <|eot_id|>: it is the tokenizer's EOS (where generation stops), <|end_of_text|> too
+    tok = proc.tokenizer
+    assert tok.eos_token == "<|eot_id|>" and tok.pad_token == "<pad>"
+    conv = json.loads((dst / "conversion.json").read_text())
+    assert conv["generation_eos_token_ids"] == [tok.convert_tokens_to_ids("<|eot_id|>"),
+                                                tok.convert_tokens_to_ids("<|end_of_text|>")]
     own = proc.apply_chat_template([{"role": "system", "content": "Be brief."}, *msgs[:1]], tokenize=False)
     assert "Be brief.<|eot_id|>" in own and LLAVA_LLAMA_3_SYSTEM not in own
 
@@ -211,3 +217,19 @@ def test_cli_convert_llava(converted, tmp_path):
     assert cfg["architectures"] == ["LlavaNextForConditionalGeneration"] and cfg["dtype"] == "bfloat16"
     bad = CliRunner().invoke(app, ["convert-llava", str(tmp_path / "nothing"), str(tmp_path / "o2")])
     assert bad.exit_code == 2 and "no config.json" in bad.output
+
+
+def test_converted_folder_generates_through_the_project_backend(converted, tmp_path):
+    from PIL import Image
+
+    from vlmcot.generation import GenerationConfig, GenRequest, HFBackend
+    from vlmcot.models import load_model_and_processor
+
+    _, _, dst, _ = converted
+    Image.new("RGB", (56, 28), (200, 30, 30)).save(tmp_path / "wide.png")
+    Image.new("RGB", (28, 56), (20, 30, 200)).save(tmp_path / "tall.png")
+    model, proc = load_model_and_processor(str(dst))
+    backend = HFBackend(model, proc, root=tmp_path)
+    reqs = [GenRequest("w", "wide.png", "What is shown?"), GenRequest("t", "tall.png", "Which color?")]
+    out = backend.generate(reqs, GenerationConfig(max_new_tokens=4, batch_size=2))
+    assert [o.id for o in out] == ["w", "t"] and all(1 <= o.num_tokens[0] <= 4 for o in out)

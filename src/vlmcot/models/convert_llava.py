@@ -223,6 +223,11 @@ def convert_llava_next(src: str | Path, dst: str | Path, dtype: str | None = Non
     if tok.pad_token is None:
         tok.add_special_tokens({"pad_token": "<pad>"})  # Open-LLaVA-NeXT's train.py does the same
     tok.add_tokens(AddedToken("<image>", special=True, normalized=False), special_tokens=True)
+    end_of_text = tok.eos_token
+    if "<|eot_id|>" in tok.get_vocab():
+        # llava_llama_3 ends every turn with <|eot_id|>; the project stops generation and ends training
+        # targets at tokenizer.eos_token, so that is the turn end, not <|end_of_text|>
+        tok.eos_token = "<|eot_id|>"
     image_id = tok.convert_tokens_to_ids("<image>")
 
     embed = state["model.embed_tokens.weight"]
@@ -237,6 +242,7 @@ def convert_llava_next(src: str | Path, dst: str | Path, dtype: str | None = Non
 
     select_feature = src_cfg.get("mm_vision_select_feature", "patch")
     eot = tok.convert_tokens_to_ids("<|eot_id|>") if "<|eot_id|>" in tok.get_vocab() else None
+    eot_text = tok.convert_tokens_to_ids(end_of_text) if end_of_text else None
     config = LlavaNextConfig(
         text_config=text_cfg.to_dict(),
         vision_config=vcfg.to_dict(),
@@ -280,7 +286,7 @@ def convert_llava_next(src: str | Path, dst: str | Path, dtype: str | None = Non
         model = model.to({"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype])
     model.eval()
 
-    eos = [i for i in (eot, tok.eos_token_id) if i is not None]
+    eos = list(dict.fromkeys(i for i in (eot, eot_text) if i is not None))
     model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=eos or None,
                                                pad_token_id=tok.pad_token_id)
     dst.mkdir(parents=True, exist_ok=True)
@@ -309,6 +315,7 @@ def convert_llava_next(src: str | Path, dst: str | Path, dtype: str | None = Non
         "source": str(src), "source_architectures": src_cfg.get("architectures"),
         "mm_vision_tower": src_cfg.get("mm_vision_tower"), "original_vocab_rows": int(embed.shape[0]),
         "vocab_rows": rows, "image_token_id": image_id, "pad_token_id": tok.pad_token_id,
+        "eos_token": tok.eos_token, "generation_eos_token_ids": eos,
         "conversation": "llava_llama_3", "open_llava_next_commit": OPEN_LLAVA_NEXT_COMMIT,
     }, indent=2) + "\n")
     log.info("converted %s -> %s (%d tensors, vocab %d -> %d)", src, dst, len(new_state), embed.shape[0], rows)
