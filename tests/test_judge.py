@@ -72,7 +72,7 @@ def test_judge_extracts_only_where_rules_fail(monkeypatch):
     assert judge.calls == 2 and judge.failures == 0
     # VLMEvalKit's prompts: MathVista's in-context examples with the benchmark query, the MCQ matcher
     assert any("Extracted answer: [2007, 2008]" in q and "Hint: integer" in q for q in sent)
-    assert any(re.search(r"Options: A\. cat\nB\. dog\nC\. bird\n\nAnswer: the second one", q) for q in sent)
+    assert any(re.search(r"Options: There are several options: \nA\. cat\nB\. dog\nC\. bird\n\nAnswer: the second one", q) for q in sent)
     # the key never reaches the rows
     assert "sk-test" not in repr(rows)
 
@@ -90,7 +90,7 @@ def test_judge_failure_keeps_rule_result(monkeypatch):
 def test_judge_prompt_for_mmmu_open_question():
     rec = VQARecord(id="o", image="x.png", question="Length?", answer="3.5 m", dataset="mmmu", qtype="short",
                     split="eval", metric="exact_match")
-    assert "Options: A. 3.5 m\nB. Other Answers\n" in judge_prompt(rec, "about three and a half")
+    assert "options: \nA. 3.5 m\nB. Other Answers\n" in judge_prompt(rec, "about three and a half")
 
 
 def test_config_judge_section_and_unknown_keys():
@@ -117,3 +117,20 @@ def test_fatal_judge_error_stops_the_stage_cleanly(monkeypatch, tmp_path):
     monkeypatch.setattr("vlmcot.generation.HFBackend", lambda *a, **k: Backend())
     with pytest.raises(StageError, match="evaluate.judge: environment variable VLMCOT_TEST_KEY is not set"):
         stage.run(cfg, FakeTracker(), "m")
+
+
+@pytest.mark.parametrize("pred", ["The answer is fourteen.", "", "B) dog\nbecause", "3.5 m"])
+def test_judge_prompts_equal_upstream(pred):
+    from tests.vendor.vlmevalkit import upstream as up
+    from vlmcot.judge import mathvista_prompt, mcq_prompt
+
+    mv = _recs()[0]
+    assert mathvista_prompt(mv, pred) == up.build_mathvista_gpt4_prompt(
+        {"question": mv.meta["query"], "prediction": pred})
+    mm = _recs()[2]
+    options = up.build_option_str({"A": "cat", "B": "dog", "C": "bird"})
+    assert mcq_prompt(mm, pred) == up.build_prompt(mm.question, options, pred)
+    open_q = VQARecord(id="o", image="x.png", question="Length?", answer="3.5 m", dataset="mmmu", qtype="short",
+                       split="eval", metric="exact_match")
+    assert mcq_prompt(open_q, pred) == up.build_prompt(
+        "Length?", up.build_option_str({"A": "3.5 m", "B": "Other Answers"}), pred)

@@ -6,7 +6,7 @@ other multiple choice: ``extract_answer_from_item`` after a failed ``can_infer``
 called ONLY for those records (:func:`vlmcot.vlmevalkit_scoring.rule_extraction_failed`), through
 the project's OpenAI-compatible teacher client (retries, Retry-After, key handling, redaction), with
 text-only messages. The prompts are VLMEvalKit's (e8e78f0, ``build_mathvista_gpt4_prompt`` and
-``multiple_choice.build_prompt``), typos included, so a judge sees what upstream's judge sees.
+``multiple_choice.build_prompt`` + ``smp/vlm.build_option_str``), typos included, so a judge sees what upstream's judge sees.
 
 Deviations, on purpose: one attempt per record through the client's own retry loop (upstream: 5
 tries at rising temperature for MathVista, 3 then a RANDOM letter for multiple choice); a judge
@@ -121,8 +121,9 @@ def mcq_options(record: VQARecord) -> list[str]:
 
 
 def mcq_prompt(record: VQARecord, prediction: str) -> str:
-    """multiple_choice.build_prompt with build_option_str's layout ("A. x\\nB. y\\n")."""
-    option_str = "".join(f"{LETTERS[i]}. {o}\n" for i, o in enumerate(mcq_options(record)))
+    """multiple_choice.build_prompt with smp/vlm.build_option_str's option block."""
+    option_str = "There are several options: \n" + "".join(
+        f"{LETTERS[i]}. {o}\n" for i, o in enumerate(mcq_options(record)))
     return _MCQ_TMPL.format(record.question, option_str, prediction)
 
 
