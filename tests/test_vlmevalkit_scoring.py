@@ -230,7 +230,7 @@ def test_score_dispatch_and_metric_names():
     mv = rec(dataset="mathvision", metric="exact_match", answer="5")
     assert vk.metric_name(mv) == "exact_match" and vk.score(mv, "5") == 1.0
     mmmu = rec(dataset="mmmu", metric="exact_match", answer="42")
-    assert vk.metric_name(mmmu) == "vlmevalkit_exact_match"
+    assert vk.metric_name(mmmu) == "vlmevalkit_mc_accuracy"  # MMMU_preproc: one MC accuracy
     assert vk.score(mmmu, "The answer is 42") == 1.0 and vk.score(mmmu, "41") == 0.0
     ai2d = rec(dataset="ai2d", metric="mc_accuracy", answer="B", choices=["cat", "dog"], qtype="multiple_choice")
     assert vk.score(ai2d, "B. dog") == 1.0

@@ -185,8 +185,11 @@ _UPSTREAM = {"anls", "vqa_accuracy", "relaxed_accuracy", "mc_accuracy", "mathvis
 
 
 def metric_name(record: VQARecord) -> str:
-    """The metric key this record is scored under: ``vlmevalkit_<metric>`` where upstream has a rule."""
-    if record.metric in _UPSTREAM or is_mmmu_open(record):
+    """The metric key this record is scored under: ``vlmevalkit_<metric>`` where upstream has a rule.
+    MMMU open questions are multiple choice upstream (MMMU_preproc): one key for the whole set."""
+    if is_mmmu_open(record):
+        return "vlmevalkit_mc_accuracy"
+    if record.metric in _UPSTREAM:
         return f"vlmevalkit_{record.metric}"
     return record.metric
 
