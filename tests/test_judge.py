@@ -56,6 +56,9 @@ def test_scoring_vlmevalkit_keys_without_judge():
     assert m["both.direct.docvqa.vlmevalkit_anls"] == 1.0
     assert m["both.direct.mathvista.vlmevalkit_mathvista"] == 0.5  # "fourteen" is not an int
     assert m["both.direct.mmmu.vlmevalkit_mc_accuracy"] == 0.0
+    doc = next(r for r in rows if r["id"] == "d1")
+    assert (doc["metric"], doc["project_metric"], doc["project_score"]) == ("vlmevalkit_anls", "anls", 1.0)
+    assert not any(k.endswith(".anls") for k in m)  # the project's score stays in the rows only
 
 
 def test_judge_extracts_only_where_rules_fail(monkeypatch):

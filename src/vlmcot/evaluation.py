@@ -50,6 +50,10 @@ def score_response(record: VQARecord, mode: str, text: str, scoring: str = "proj
     """One prediction row: the response, what was extracted, and the score under record.metric."""
     ex = extract(text, mode)
     name, score = score_answer(record, ex.answer if ex.ok else None, scoring)
+    extra = {}
+    if scoring != "project":
+        # the project's (lenient) score beside it, for diagnostics: never aggregated into metrics
+        extra["project_metric"], extra["project_score"] = score_answer(record, ex.answer if ex.ok else None)
     return {
         "id": record.id,
         "dataset": record.dataset,
@@ -61,6 +65,7 @@ def score_response(record: VQARecord, mode: str, text: str, scoring: str = "proj
         "extract_reason": ex.reason,
         "answer": record.answer,
         "score": score,
+        **extra,
     }
 
 
