@@ -27,7 +27,7 @@ def test_embedded_params_validate():
 def test_paper_profile_carries_the_papers_hyperparameters(paper):
     c = validate_params(paper)
     sft = c["sft"]
-    assert "llama3-llava-next-8b" in sft.base_model
+    assert sft.base_model == "models/llava-next-8b"  # vlmcot convert-llava of Open-LLaVA-NeXT (docs/paper.md)
     assert sft.train.learning_rate == 5e-6 and sft.train.vision_learning_rate == 5e-7
     assert sft.train.per_device_train_batch_size * sft.train.gradient_accumulation_steps * sft.launch.num_processes == 32
     assert sft.train.bf16 and sft.train.max_length == 6144 and sft.train.num_train_epochs == 1
@@ -45,8 +45,12 @@ def test_paper_profile_carries_the_papers_hyperparameters(paper):
     assert c["mix"].format_per_dataset == 50
     assert c["prepare"].source == "hub"
     train = {s.name for s in c["prepare"].train_sources}
-    assert train == {"aokvqa", "chartqa_train", "docvqa", "infovqa", "textvqa", "scienceqa", "ai2d",
+    assert train == {"aokvqa", "chartqa_train", "docvqa", "infovqa", "textvqa", "scienceqa", "ai2d_official",
                      "mathvision", "gllava"}
+    info = next(s for s in c["prepare"].train_sources if s.name == "infovqa")
+    assert info.data_files == {"train": "InfographicVQA/train-*.parquet"} and len(info.revision) == 40
+    assert c["prepare"].offline is False and validate_params(ROOT / "params.yaml")["prepare"].offline is True
+    assert c["evaluate"].scoring == "vlmevalkit" and c["evaluate"].judge is None
     assert c["base"].enabled is False
 
 
@@ -88,6 +92,14 @@ def test_plan_says_use_the_server_backend_when_vllm_does_not_import(paper, tmp_p
     line = next(l for l in plan(inproc) if l.startswith("sample@train:"))
     assert "vllm is not importable" in line and "sample.backend: server" in line and "make vllm-env" in line
     assert not any("not importable" in l for l in plan(paper))  # the server backend needs no vllm here
+
+
+def test_plan_says_what_to_download_and_convert(paper):
+    lines = plan(paper)
+    assert "  ! prepare: hub access on (prepare.offline: false)" in lines
+    ai2d = next(l for l in lines if "ai2d_official" in l)
+    assert "MISSING" in ai2d and "data/raw/ai2d" in ai2d and "ai2d-all.zip" in ai2d and "ai2d_test_ids.csv" in ai2d
+    assert any("MISSING sft.base_model models/llava-next-8b" in l and "convert-llava" in l for l in lines)
 
 
 @pytest.mark.parametrize("stage,zero", [("zero3", 3), ("zero2", 2)])

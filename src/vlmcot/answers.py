@@ -5,9 +5,11 @@ Kept apart from scoring (metrics.py) so that the extraction failure rate can be 
 - :func:`extract_answer` — CoT responses: the text after the LAST ``### Answer:`` marker [paper],
   tolerant to the spacing/case/markdown variants models produce.
 - :func:`extract_direct` — direct responses: the stripped text (or the marker's answer if present).
-- :func:`extract_letter` — a multiple-choice letter from free text, VLMEvalKit's judge-free
-  ``can_infer`` (``can_infer_option`` then ``can_infer_text``), then the paper's leading-letter
-  format (``"B. Lynx pardinus ..."``) where upstream finds nothing.
+- :func:`extract_letter` — a multiple-choice letter from free text, modelled on VLMEvalKit's
+  judge-free ``can_infer`` (``can_infer_option`` then ``can_infer_text``), then the paper's
+  leading-letter format (``"B. Lynx pardinus ..."``) where upstream finds nothing. Not upstream
+  exactly: empty option texts never match here, and the fallback is ours;
+  ``vlmevalkit_scoring.can_infer`` is upstream's rule verbatim.
 """
 
 from __future__ import annotations

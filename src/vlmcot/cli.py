@@ -105,6 +105,31 @@ def export_sharegpt(
         print(f"{n:8d}  {f}")
 
 
+@app.command("convert-llava")
+def convert_llava(
+    src: str = typer.Argument(..., help="original-format LLaVA-NeXT folder (LlavaLlamaForCausalLM: config.json, shards)"),
+    dst: str = typer.Argument(..., help="output folder for the HF LlavaNextForConditionalGeneration model"),
+    dtype: str | None = typer.Option(None, help="float32 | bfloat16 | float16 (default: the source's dtype)"),
+    vision_config: str | None = typer.Option(
+        None, help="CLIP config folder/json (default: read from the checkpoint's vision tower tensors)"
+    ),
+) -> None:
+    """Convert Open-LLaVA-NeXT / LLaVA-NeXT weights (the paper's base) to transformers' LlavaNext,
+    with a processor whose chat template renders the llava_llama_3 conversation (docs/paper.md)."""
+    import sys
+
+    from vlmcot.models.convert_llava import ConversionError, convert_llava_next
+
+    if dtype not in (None, "float32", "bfloat16", "float16"):
+        raise typer.BadParameter("dtype must be float32, bfloat16 or float16")
+    try:
+        out = convert_llava_next(src, dst, dtype=dtype, vision_config=vision_config)
+    except (ConversionError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise typer.Exit(2)
+    print(f"wrote {out}: LlavaNextForConditionalGeneration + processor (llava_llama_3 chat template)")
+
+
 @app.command()
 def plan(params: str = typer.Option("params.yaml", "--params", "-p", help="params file")) -> None:
     """Dry run of the whole pipeline: each stage's command and how it executes at this scale."""

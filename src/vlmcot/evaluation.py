@@ -29,23 +29,63 @@ def make_requests(records: list[VQARecord], mode: str, style: str = "paper") -> 
     return [GenRequest(id=r.id, image=r.image, prompt=build_prompt(r, mode, style)) for r in records]
 
 
-def score_response(record: VQARecord, mode: str, text: str) -> dict:
+SCORINGS = ("project", "vlmevalkit")
+
+
+def score_answer(record: VQARecord, answer: str | None, scoring: str = "project") -> tuple[str, float]:
+    """(metric key, score) of an extracted answer: the project's metric named by record.metric, or
+    VLMEvalKit's rule for it (vlmevalkit_scoring, keys ``vlmevalkit_<metric>``)."""
+    if scoring == "vlmevalkit":
+        from vlmcot import vlmevalkit_scoring as vk
+
+        return vk.metric_name(record), (vk.score(record, answer) if answer is not None else 0.0)
+    if scoring != "project":
+        raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+    metric = get_metric(record.metric)
+    score = float(metric.score(answer, record.all_answers(), record.choices)) if answer is not None else 0.0
+    return record.metric, score
+
+
+def score_response(record: VQARecord, mode: str, text: str, scoring: str = "project") -> dict:
     """One prediction row: the response, what was extracted, and the score under record.metric."""
     ex = extract(text, mode)
-    metric = get_metric(record.metric)
-    score = float(metric.score(ex.answer, record.all_answers(), record.choices)) if ex.ok else 0.0
+    name, score = score_answer(record, ex.answer if ex.ok else None, scoring)
+    extra = {}
+    if scoring != "project":
+        # the project's (lenient) score beside it, for diagnostics: never aggregated into metrics
+        extra["project_metric"], extra["project_score"] = score_answer(record, ex.answer if ex.ok else None)
     return {
         "id": record.id,
         "dataset": record.dataset,
         "mode": mode,
-        "metric": record.metric,
+        "metric": name,
         "response": text,
         "extracted": ex.answer,
         "extract_ok": ex.ok,
         "extract_reason": ex.reason,
         "answer": record.answer,
         "score": score,
+        **extra,
     }
+
+
+def apply_judge(judge, records: list[VQARecord], rows: list[dict], scoring: str) -> int:
+    """Re-extract with the judge model where the rule-based extraction failed (judge.wants), and
+    rescore those rows; the judge's reply is kept in ``row["judge"]``. Returns the number judged."""
+    todo = []
+    for rec, row in zip(records, rows, strict=True):
+        pred = row["extracted"] if row["extract_ok"] else None
+        if judge.wants(rec, pred):
+            # upstream's judge reads the whole response; ours the extracted answer when there is one
+            todo.append((rec, row, pred if pred is not None else (row["response"] or "")))
+    replies = judge.extract([(rec, pred) for rec, _, pred in todo])
+    for (rec, row, _), reply in zip(todo, replies, strict=True):
+        row["judge"] = reply
+        if reply is not None:
+            row["metric"], row["score"] = score_answer(rec, reply, scoring)
+            if "project_score" in row:
+                row["project_metric"], row["project_score"] = score_answer(rec, reply)
+    return len(todo)
 
 
 def evaluate(
@@ -54,15 +94,22 @@ def evaluate(
     gen: GenerationConfig,
     modes: Iterable[str] = MODES,
     style: str = "paper",
+    scoring: str = "project",
+    judge=None,
 ) -> list[dict]:
-    """Generate and score every record under every mode; one prediction row per (record, mode)."""
+    """Generate and score every record under every mode; one prediction row per (record, mode).
+    ``judge`` (a vlmcot.judge.Judge) re-extracts the answers rule-based extraction missed."""
     rows: list[dict] = []
     for mode in modes:
         outputs = backend.generate(make_requests(records, mode, style), gen)
+        mode_rows = []
         for rec, out in zip(records, outputs, strict=True):
-            row = score_response(rec, mode, out.texts[0])
+            row = score_response(rec, mode, out.texts[0], scoring)
             row["num_tokens"] = out.num_tokens[0]
-            rows.append(row)
+            mode_rows.append(row)
+        if judge is not None:
+            apply_judge(judge, records, mode_rows, scoring)
+        rows.extend(mode_rows)
     return rows
 
 

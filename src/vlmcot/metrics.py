@@ -2,8 +2,16 @@
 
 Every metric is ``score(prediction, answers, choices=None) -> float`` in [0, 1], where
 ``prediction`` is the *extracted* answer (answers.py) and None means extraction failed (scores 0).
-The rules are VLMEvalKit's judge-free ones (vlmeval/dataset/utils/vqa_eval.py, image_vqa.py
-OCRBench, utils/matching_util.py), so our numbers are comparable with the paper's:
+These are the project's own rules, modelled on VLMEvalKit's judge-free ones but NOT identical to
+them (the differences are listed per metric below and in vlmevalkit_scoring.py, which reproduces
+VLMEvalKit at a named commit exactly and is what ``evaluate.scoring: vlmevalkit`` uses for numbers
+comparable with published ones). Differences from VLMEvalKit e8e78f0: ``anls`` divides by the longer
+*normalised* string (upstream: the raw strings); ``vqa_accuracy`` with fewer than 10 answers is
+min(1, m/3) (upstream: the leave-one-out mean over however many answers there are, so a single
+answer scores 0); the VQA period rule is upstream's pre-2025-05 one; ``mathvista`` also accepts
+"3.0" for 3, "12%" for 0.12 and floats within 1e-6 (upstream: int()/float() equality by answer
+type); ``mc_accuracy`` reads a leading "B." where upstream gives up; ``ocrbench`` skips empty
+ground truths. ``relaxed_accuracy`` is upstream's rule exactly:
 
 ==================  ======================================================  ===================
 name                rule                                                    used for
@@ -239,9 +247,9 @@ def _anls_pair(gt: str, prediction: str) -> float:
 
 @register_metric("anls", "DocVQA/InfoVQA: 1 - normalised Levenshtein, 0 below 0.5; best over answers")
 def anls(prediction, answers, choices=None) -> float:
-    """VLMEvalKit's anls_compute + hit_calculate: lowercase, collapse whitespace, distance over the
-    longer normalised string; the score is 1 - min distance unless that is below 0.5 (exactly 0.5
-    counts)."""
+    """Modelled on VLMEvalKit's anls_compute + hit_calculate: lowercase, collapse whitespace; the
+    distance is divided by the longer *normalised* string (upstream divides by the longer raw
+    string: "Paris" vs "paris  x" is 1 - 2/8 there, 1 - 2/7 here); the score is 1 - min distance unless that is below 0.5 (0.5 counts)."""
     if prediction is None:
         return 0.0
     p = str(prediction)
@@ -262,8 +270,9 @@ def anls(prediction, answers, choices=None) -> float:
 _PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`",
           ",", "?", "!")  # fmt: skip
 _COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
-# Upstream's pattern, bug included: '(?!<=\d)' is a lookahead for the text '<=digit', so this
-# removes every '.' not followed by a digit.
+# VLMEvalKit's pattern before 928a95b (2025-05-13), bug included: '(?!<=\d)' is a lookahead for
+# the text '<=digit', so this removes every '.' not followed by a digit ("3." -> "3"). Upstream now
+# uses '(?<!\d)\.(?!\d)' (keeps "3."): vlmevalkit_scoring.py has that one.
 _PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
 _MANUAL_MAP = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
                "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}  # fmt: skip
@@ -305,7 +314,9 @@ _CONTRACTIONS = {
 }  # fmt: skip
 
 
-def _process_punctuation(text: str) -> str:
+def process_punctuation(text: str, period_strip: re.Pattern = _PERIOD_STRIP) -> str:
+    """The VQA eval's punctuation rule; ``period_strip`` picks the period regex (vlmevalkit_scoring
+    passes upstream's current one)."""
     out = text
     # A digit-comma-digit anywhere makes upstream delete (not space out) every punctuation mark.
     delete_all = _COMMA_STRIP.search(text) is not None
@@ -317,10 +328,10 @@ def _process_punctuation(text: str) -> str:
         else:
             out = out.replace(p, " ")
     # Upstream passes re.UNICODE (= 32) positionally, i.e. as count: at most 32 periods go.
-    return _PERIOD_STRIP.sub("", out, 32)
+    return period_strip.sub("", out, 32)
 
 
-def _process_digit_article(text: str) -> str:
+def process_digit_article(text: str) -> str:
     words = []
     for w in text.lower().split():
         w = _MANUAL_MAP.get(w, w)
@@ -334,7 +345,7 @@ def vqa_normalize(answer: str) -> str:
     """VLMEvalKit's ``process_answer``: whitespace, punctuation, lower case, digits, articles,
     contractions."""
     answer = answer.replace("\n", " ").replace("\t", " ").strip()
-    return _process_digit_article(_process_punctuation(answer))
+    return process_digit_article(process_punctuation(answer))
 
 
 @register_metric("vqa_accuracy", "TextVQA: leave-one-out min(1, matches/3) over 10 normalised answers")
@@ -342,7 +353,8 @@ def vqa_accuracy(prediction, answers, choices=None) -> float:
     """With >= 10 answers, the standard leave-one-out mean: a ground truth that matches sees m-1
     matching others, one that doesn't sees m; each scores min(1, seen/3). With fewer answers
     (synthetic or single-annotation data) the plain min(1, m/3) over all of them: one matching
-    answer out of one scores 1/3, as an annotator-agreement metric would."""
+    answer out of one scores 1/3. This is NOT upstream: VLMEvalKit applies the leave-one-out mean
+    to any number of answers (one answer always scores 0 there); see vlmevalkit_scoring.py."""
     if prediction is None:
         return 0.0
     answers = _as_list(answers)
@@ -439,8 +451,11 @@ def ocrbench_hmer(prediction, answers, choices=None) -> float:
 def mathvista(prediction, answers, choices=None) -> float:
     """Multiple choice (choices given): the inferred letter, as ``mc_accuracy``. Free form: both sides
     parse as numbers and are equal (to 1e-6 relative, which covers the dataset's ``precision`` of 1-2
-    decimals after rounding), else normalised string equality. VLMEvalKit asks a judge model to pull the
-    answer out of verbose replies first; our CoT replies carry '### Answer:' so extraction is upstream."""
+    decimals after rounding), else normalised string equality. Lenient compared with VLMEvalKit, whose
+    post_check compares int(prediction) == int(answer) or float() == float() by the record's
+    answer_type (so "3.0" for 3 is wrong there and text/list answers never match): that rule is in
+    vlmevalkit_scoring.py. VLMEvalKit asks a judge model to pull the answer out of verbose replies
+    first; our CoT replies carry '### Answer:' (and evaluate.judge can do the same)."""
     if prediction is None:
         return 0.0
     if choices:

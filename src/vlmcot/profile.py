@@ -129,4 +129,10 @@ def plan(path: str | Path) -> list[str]:
                 else:
                     how += f" (model {cfg.openai.model}, {cfg.openai.max_concurrency} in flight)"
             lines.append(f"{name}{'@' + item if item else ''}: {cmd}{how}")
+        if hasattr(module, "plan_notes"):
+            lines.extend("  ! " + n for n in module.plan_notes(cfg))
+        base_model = getattr(cfg, "base_model", None) if name == "sft" else None
+        if base_model and base_model.startswith((".", "/", "models/")) and not Path(base_model).exists():
+            lines.append(f"  ! sft: MISSING sft.base_model {base_model}: convert the paper's weights first "
+                         f"(vlmcot convert-llava <Open-LLaVA-NeXT folder> {base_model}; docs/paper.md)")
     return lines

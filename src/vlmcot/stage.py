@@ -86,7 +86,8 @@ def main(
     if shard is not None:
         run_name = f"{run_name or module.SECTION}#shard{shard}"
     try:
-        with tracking.stage_run(module.SECTION, cfg.model_dump(mode="json"), run_name=run_name) as tracker:
+        with tracking.stage_run(module.SECTION, cfg.model_dump(mode="json"), run_name=run_name,
+                                offline=getattr(cfg, "offline", True)) as tracker:
             if item is not None:
                 module.run(cfg, tracker, item, **shard_kw)
             else:

@@ -36,12 +36,22 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def configure() -> None:
-    """Point MLflow at the default local store unless the user chose one."""
+def configure(offline: bool = True) -> None:
+    """Point MLflow at the default local store unless the user chose one.
+
+    ``offline`` (a stage's ``offline`` params key; True where a stage has none): the Hugging Face hub
+    is off unless the environment turns it on. ``offline=False`` (the paper profile's prepare stage,
+    which downloads the benchmarks) turns it on, overriding HF_HUB_OFFLINE/HF_DATASETS_OFFLINE.
+    huggingface_hub reads these when imported, so this runs before any stage imports it.
+    """
     os.environ.setdefault("MLFLOW_TRACKING_URI", DEFAULT_URI)
     os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)
-    # Offline by design: never let hub lookups or MLflow telemetry reach the network.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if offline:
+        # Offline by design: never let hub lookups or MLflow telemetry reach the network.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    else:
+        os.environ["HF_HUB_OFFLINE"] = "0"
+        os.environ["HF_DATASETS_OFFLINE"] = "0"
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
 
@@ -78,8 +88,9 @@ class StageRun:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: dict[str, Any], run_name: str | None = None) -> Iterator[StageRun]:
-    configure()
+def stage_run(stage: str, params: dict[str, Any], run_name: str | None = None,
+              offline: bool = True) -> Iterator[StageRun]:
+    configure(offline)
     import mlflow  # slow import: keep it out of module import time
 
     mlflow.set_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])

@@ -6,12 +6,12 @@
         ...
 
 Training sources: aokvqa, chartqa_train, docvqa, infovqa, textvqa, mathvision, gllava, scienceqa,
-ai2d. Evaluation: aokvqa, chartqa, docvqa, infovqa, textvqa, ai2d, scienceqa (ScienceQA-IMG),
+ai2d_official (AllenAI's release, local). Evaluation: aokvqa, chartqa, docvqa, infovqa, textvqa, ai2d, scienceqa (ScienceQA-IMG),
 mathvista, ocrbench, mmstar, mmmu; plus vlmevalkit_tsv for any VLMEvalKit TSV. The table of hub
 ids, splits, field mappings and metrics is docs/datasets.md.
 """
 
-from vlmcot.adapters import geoqa, mathvqa, mcq, vlmevalkit, vqa  # noqa: F401  (registration)
+from vlmcot.adapters import ai2d_official, geoqa, mathvqa, mcq, vlmevalkit, vqa  # noqa: F401  (registration)
 from vlmcot.adapters.base import (
     ADAPTERS,
     Adapter,

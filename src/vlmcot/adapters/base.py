@@ -65,6 +65,10 @@ class SourceConfig(StrictModel):
     split: str | None = None
     # hub git revision (commit sha or tag): pin it for reproducible data. Ignored for local_path
     revision: str | None = None
+    # data files to read instead of the repo README's `configs:` block, {split: glob or [globs]},
+    # e.g. {train: "InfographicVQA/train-*.parquet"} for a split a README leaves out (lmms-lab/DocVQA
+    # keeps its train parquet files but no longer lists them); `config` is then not used
+    data_files: dict[str, str | list[str]] | None = None
     # label written to records' `dataset` field (metrics and mixes group by it); null = adapter's
     dataset: str | None = None
     # keep at most this many good records (the first ones in file order); null = all
@@ -167,6 +171,8 @@ class Adapter:
     key_role: ClassVar[str | None] = None  # role holding the row's own id; None = position
     image_roles: ClassVar[tuple[str, ...]] = ("image",)  # cast to undecoded bytes on load
     Options: ClassVar[type[StrictModel]] = NoOptions
+    # for sources no hub repo carries: what to download to local_path (`vlmcot plan` prints it)
+    requires_local: ClassVar[str | None] = None
 
     def __init__(self, cfg: SourceConfig):
         self.cfg = cfg
@@ -232,10 +238,15 @@ class Adapter:
         last_err: Exception | None = None
         for path in candidates:
             config = cfg.config if cfg.config is not None else self.hub_configs.get(path, self.config)
+            if cfg.data_files is not None:
+                if self.split_name not in cfg.data_files:
+                    raise SourceError(f"{self.describe()}: data_files has no entry for split {self.split_name!r}")
+                config = None  # the files replace the README's configs
+            extra = {"data_files": cfg.data_files} if cfg.data_files is not None else {}
             try:
                 ds = datasets.load_dataset(
                     path, config, split=self.split_name, streaming=cfg.streaming,
-                    cache_dir=cfg.cache_dir, revision=None if cfg.local_path else cfg.revision,
+                    cache_dir=cfg.cache_dir, revision=None if cfg.local_path else cfg.revision, **extra,
                 )
                 break
             except datasets.exceptions.DatasetNotFoundError as e:

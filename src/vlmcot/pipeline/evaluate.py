@@ -19,7 +19,9 @@ from pydantic import Field, field_validator
 from vlmcot.config import ConfigError, StrictModel
 from vlmcot.generation import GenerationConfig
 from vlmcot.io import read_jsonl, write_json, write_jsonl
+from vlmcot.judge import JudgeConfig
 from vlmcot.server_backend import ServerConfig
+from vlmcot.teacher.openai_backend import FatalTeacherError
 from vlmcot.vllm_backend import VLLMConfig
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,12 @@ class Config(StrictModel):
     modes: list[Literal["direct", "cot"]] = ["direct", "cot"]
     # prompt style registered in vlmcot.prompts ("paper" or "vlmevalkit")
     style: str = "paper"
+    # "project": the metrics in vlmcot.metrics; "vlmevalkit": VLMEvalKit e8e78f0's rules exactly
+    # (vlmcot.vlmevalkit_scoring; keys <dataset>.vlmevalkit_<metric>), comparable with published numbers
+    scoring: Literal["project", "vlmevalkit"] = "project"
+    # null: rule-based answer extraction only; a section: a judge model extracts the MathVista / MMMU
+    # answers the rules miss, as VLMEvalKit does (vlmcot.judge.JudgeConfig: model, base_url, api_key_env, ...)
+    judge: JudgeConfig | None = None
     # evaluate only these datasets (None: all in the records)
     datasets: list[str] | None = None
     # at most this many records per dataset, first by id (None: all)
@@ -150,7 +158,8 @@ def _fingerprint(cfg: Config, name: str, records) -> str:
     import json
 
     blob = json.dumps({"model": cfg.models[name], "ids": [r.id for r in records], "modes": cfg.modes,
-                       "style": cfg.style, "gen": cfg.generation.model_dump(mode="json"), "backend": cfg.backend,
+                       "style": cfg.style, "scoring": cfg.scoring,
+                       "judge": cfg.judge.model_dump(mode="json") if cfg.judge else None, "gen": cfg.generation.model_dump(mode="json"), "backend": cfg.backend,
                        "dtype": cfg.dtype}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -186,10 +195,24 @@ def run(cfg: Config, tracker, item: str | None = None, shard: tuple[int, int] | 
     fingerprint = _fingerprint(cfg, name, records)
     tracker.set_tags({"model": name, **({"shard": f"{shard[0]}/{shard[1]}"} if shard else {})})
     backend = LazyBackend(lambda: make_backend(cfg, name))
+    judge = None
+    if cfg.judge is not None:
+        from vlmcot.judge import Judge
+
+        judge = Judge(cfg.judge)
+
+    def score(recs):
+        try:
+            return evaluate(backend, recs, cfg.generation, cfg.modes, cfg.style, cfg.scoring, judge)
+        except FatalTeacherError as e:  # the judge's key, quota or model: every further call would fail
+            from vlmcot.stage import StageError
+
+            raise StageError(f"evaluate.judge: {e}") from None
+
     if shard is not None:
         mine = records[shard[0] :: shard[1]]  # round-robin over the id-sorted records
         log.info("evaluating %s shard %d/%d: %d of %d records x %s", name, *shard, len(mine), len(records), cfg.modes)
-        rows = evaluate(backend, mine, cfg.generation, cfg.modes, cfg.style) if mine else []
+        rows = score(mine) if mine else []
         path = shard_path(cfg, name, *shard)
         write_jsonl(path, [{"header": fingerprint}, *rows], sort_key=None)  # atomic: never half a shard
         log.info("shard %d/%d written to %s; after every shard, `vlmcot evaluate --model %s` merges them",
@@ -199,9 +222,12 @@ def run(cfg: Config, tracker, item: str | None = None, shard: tuple[int, int] | 
     missing = [r for r in records if any((m, r.id) not in done for m in cfg.modes)]
     log.info("evaluating %s on %d records x %s (%d from shard files)", name, len(missing), cfg.modes,
              len(records) - len(missing))
-    for r in evaluate(backend, missing, cfg.generation, cfg.modes, cfg.style) if missing else []:
+    for r in score(missing) if missing else []:
         done[(r["mode"], r["id"])] = r
     rows = [done[(m, r.id)] for m in cfg.modes for r in records]  # the order of one unsharded evaluate()
+    if judge is not None:
+        log.info("judge: %d calls, %d failed", judge.calls, judge.failures)
+        tracker.log_metrics({f"{name}.judge_calls": judge.calls, f"{name}.judge_failures": judge.failures})
     for r in rows:
         r["model"] = name
     write_jsonl(Path(cfg.predictions_dir) / f"{name}.jsonl", rows, sort_key=None)

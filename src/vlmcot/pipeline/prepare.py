@@ -44,6 +44,31 @@ class Config(StrictModel):
     eval_sources: list[SourceConfig] = []
     # source: hub only - fail when a source has more than this share of unusable rows
     max_bad_fraction: float = Field(0.02, ge=0, le=1)
+    # true: the Hugging Face hub stays off (HF_HUB_OFFLINE=1 unless the environment says otherwise;
+    # only local_path sources and the hub cache load). false: hub downloads on (the paper profile)
+    offline: bool = True
+
+
+def plan_notes(cfg: Config) -> list[str]:
+    """What `vlmcot plan` should tell the user before this stage can run: hub access, and local
+    sources that are missing, with what to download."""
+    from vlmcot.adapters.base import get_adapter
+
+    if cfg.source != "hub":
+        return []
+    notes = [f"prepare: hub access {'off (prepare.offline: true; local_path sources and the hub cache only)' if cfg.offline else 'on (prepare.offline: false)'}"]  # noqa: E501
+    for split, sources in (("train", cfg.train_sources), ("eval", cfg.eval_sources)):
+        for src in sources:
+            need = get_adapter(src.name).requires_local
+            if src.local_path is not None and not Path(src.local_path).exists():
+                notes.append(f"prepare: MISSING {split} source {src.name}: local_path {src.local_path} does not exist"
+                             + (f"; {need}" if need else ""))
+            elif src.local_path is None and need:
+                notes.append(f"prepare: {split} source {src.name} needs local_path: {need}")
+            elif src.local_path is None and cfg.offline:
+                notes.append(f"prepare: {split} source {src.name} reads the hub while offline: only a cached copy "
+                             "loads (set prepare.offline: false or a local_path)")
+    return notes
 
 
 def split_records(records: list[VQARecord]) -> dict[str, list[VQARecord]]:
