@@ -165,8 +165,13 @@ def train_sft(
     ``run_hash`` (a crashed or killed run); a different config starts fresh.
     Returns the trainer's final metrics (train_loss, train_runtime, steps, ...).
     """
+    from vlmcot.models.chat_template import ensure_training_template
     from vlmcot.training.data import to_dataset
 
+    # assistant-only loss needs {% generation %} markers; a shipped template without them (Llama-3
+    # LLaVA-NeXT) gets them here, verified by rendering, and is saved with the model
+    if ensure_training_template(processor):
+        log.info("chat template: added {%% generation %%} markers around the assistant turn")
     output_dir, checkpoint_dir = Path(output_dir), Path(checkpoint_dir)
     resume = prepare_checkpoint_dir(checkpoint_dir, run_hash)
     if cfg.freeze_vision_tower:
