@@ -5,8 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def resolve_device(device: str | None) -> str:
+    """``"auto"`` (or None): cuda when available, else cpu; anything else as given (``cuda:1``, ``cpu``)."""
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def load_model_and_processor(path_or_id: str, dtype: str = "float32", device: str | None = None):
-    """``AutoModelForImageTextToText`` + ``AutoProcessor``; a missing local path fails with a clear error.
+    """``AutoModelForImageTextToText`` + ``AutoProcessor`` in ``dtype`` on ``device`` (``auto``: cuda when
+    available, else cpu; None: where from_pretrained puts it, for training, where the Trainer places
+    it per rank); a missing local path fails with a clear error.
 
     Offline by default (HF_HUB_OFFLINE=1 is set by vlmcot.tracking.configure): a hub id works only
     when it is in the local cache or the user turned the hub on.
@@ -24,7 +35,18 @@ def load_model_and_processor(path_or_id: str, dtype: str = "float32", device: st
         raise FileNotFoundError(
             f"model {path_or_id!r} is neither a local directory nor in the hub cache (offline: HF_HUB_OFFLINE=1): {e}"
         ) from None
-    if device:
-        model = model.to(device)
+    if device is not None:
+        model = model.to(resolve_device(device))
     processor = AutoProcessor.from_pretrained(path_or_id)
     return model, processor
+
+
+def free_device_memory() -> None:
+    """Return a deleted model's accelerator memory before the next one loads."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

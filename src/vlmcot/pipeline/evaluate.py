@@ -128,10 +128,7 @@ def run(cfg: Config, tracker, item: str | None = None) -> None:
         except ImportError as e:
             raise StageError(f"evaluate.backend: {e}") from None
     else:
-        import torch
-
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-        model, processor = load_model_and_processor(cfg.models[name], dtype=cfg.dtype, device=device)
+        model, processor = load_model_and_processor(cfg.models[name], dtype=cfg.dtype, device=cfg.device)
         backend = HFBackend(model, processor, root=cfg.root)
     log.info("evaluating %s on %d records x %s", name, len(records), cfg.modes)
     rows = evaluate(backend, records, cfg.generation, cfg.modes, cfg.style)

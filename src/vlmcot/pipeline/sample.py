@@ -84,6 +84,8 @@ class Config(StrictModel):
     vllm: VLLMConfig = VLLMConfig()
     # weights dtype (paper scale: bfloat16)
     dtype: Literal["float32", "bfloat16"] = "float32"
+    # "auto": cuda when available, else cpu (or "cuda:1", "cpu")
+    device: str = "auto"
     # image paths in records are relative to this folder
     root: str = "."
     # fail the stage if more than this share of records is malformed
@@ -160,7 +162,7 @@ def make_backend(cfg: Config):
     from vlmcot.generation import HFBackend
     from vlmcot.models import load_model_and_processor
 
-    model, processor = load_model_and_processor(cfg.model, dtype=cfg.dtype)
+    model, processor = load_model_and_processor(cfg.model, dtype=cfg.dtype, device=cfg.device)
     return HFBackend(model, processor, root=cfg.root, progress=False)
 
 
