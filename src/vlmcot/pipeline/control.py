@@ -139,7 +139,7 @@ def dry_run(cfg: Config, item: str | None) -> None:
 
 def train_item(cfg: Config, item: str, n_steps: int, report_to: list[str]) -> dict:
     """Load the SFT model and the item's rows, train, save. Runs on every process of a distributed launch."""
-    from vlmcot.models import load_model_and_processor
+    from vlmcot.models.loading import load_processor, model_loader
     from vlmcot.stage import StageError
     from vlmcot.training.data import sft_rows
     from vlmcot.training.sft import train_sft
@@ -151,7 +151,8 @@ def train_item(cfg: Config, item: str, n_steps: int, report_to: list[str]) -> di
     if not rows or len(errors) > cfg.max_bad_rate * len(raw):
         raise StageError(f"control {item}: {len(errors)} of {len(raw)} rows unusable (first: {errors[:1]})")
     train_cfg = cfg.train.model_copy(update={"max_steps": n_steps})
-    model, processor = load_model_and_processor(cfg.sft_model, dtype=cfg.dtype)
+    # the model loads inside train_sft, after the training arguments (ZeRO-3 partitions it at load time)
+    model, processor = model_loader(cfg.sft_model, cfg.dtype), load_processor(cfg.sft_model)
     out = Path(cfg.out_dir) / item
     stats = train_sft(model, processor, rows, train_cfg, out, Path(cfg.checkpoint_dir) / item,
                       run_hash=config_hash(cfg, train_cfg, item, [r["id"] for r in rows]), report_to=report_to,

@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import Field
 
 from vlmcot.config import StrictModel
-from vlmcot.training.common import trainer_kwargs
+from vlmcot.training.common import materialize, trainer_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,9 @@ def train_sft(
 ) -> dict[str, float]:
     """Train on ``rows`` (see vlmcot.training.data.sft_rows), save model + processor to ``output_dir``.
 
+    ``model`` is a model or a zero-argument function returning one (:func:`vlmcot.models.loading.load_model`
+    bound to a path): a function is called after the training arguments exist, so under DeepSpeed
+    ZeRO-3 ``from_pretrained`` builds the model already partitioned (no rank holds it whole).
     Resumes from the last complete checkpoint in ``checkpoint_dir`` when it was written by the same
     ``run_hash`` (a crashed or killed run); a different config starts fresh.
     Returns the trainer's final metrics (train_loss, train_runtime, steps, ...).
@@ -174,11 +177,13 @@ def train_sft(
         log.info("chat template: added {%% generation %%} markers around the assistant turn")
     output_dir, checkpoint_dir = Path(output_dir), Path(checkpoint_dir)
     resume = prepare_checkpoint_dir(checkpoint_dir, run_hash)
+    # the arguments first: with a ZeRO-3 config they register the DeepSpeed config from_pretrained reads
+    args = sft_config(cfg, checkpoint_dir, report_to=report_to, run_name=run_name)
+    model = materialize(model)
     if cfg.freeze_vision_tower:
         for p in model.model.vision_tower.parameters():
             p.requires_grad_(False)
     trainer_cls = _make_trainer_class()
-    args = sft_config(cfg, checkpoint_dir, report_to=report_to, run_name=run_name)
     trainer = trainer_cls(
         model=model,
         args=args,
@@ -193,9 +198,11 @@ def train_sft(
     metrics = dict(result.metrics)
     metrics["global_step"] = trainer.state.global_step
     metrics["resumed_from_step"] = int(resume.name.split("-")[-1]) if resume is not None else 0
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # every rank: under ZeRO-3 saving gathers the partitioned weights (rank 0 alone would wait forever);
+    # the Trainer writes the files on the main process only
+    trainer.save_model(str(output_dir))
     if trainer.is_world_process_zero():
-        output_dir.mkdir(parents=True, exist_ok=True)
-        trainer.save_model(str(output_dir))
         processor.save_pretrained(str(output_dir))
         if not cfg.keep_checkpoints:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
