@@ -22,7 +22,7 @@ def _check_path(path_or_id: str) -> None:
         raise FileNotFoundError(f"model directory not found: {path_or_id} (run the stage that writes it first)")
 
 
-def load_model(path_or_id: str, dtype: str = "float32", device: str | None = None):
+def load_model(path_or_id: str, dtype: str = "float32", device: str | None = None, **pretrained_kw):
     """``AutoModelForImageTextToText`` in ``dtype`` on ``device`` (``auto``: cuda when available, else cpu;
     None: where from_pretrained puts it, for training, where the Trainer places it per rank).
 
@@ -36,7 +36,7 @@ def load_model(path_or_id: str, dtype: str = "float32", device: str | None = Non
     _check_path(path_or_id)
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     try:
-        model = AutoModelForImageTextToText.from_pretrained(path_or_id, dtype=torch_dtype)
+        model = AutoModelForImageTextToText.from_pretrained(path_or_id, dtype=torch_dtype, **pretrained_kw)
     except OSError as e:
         raise FileNotFoundError(
             f"model {path_or_id!r} is neither a local directory nor in the hub cache (offline: HF_HUB_OFFLINE=1): {e}"
@@ -58,11 +58,12 @@ def load_model_and_processor(path_or_id: str, dtype: str = "float32", device: st
     return load_model(path_or_id, dtype, device), load_processor(path_or_id)
 
 
-def model_loader(path_or_id: str, dtype: str = "float32"):
+def model_loader(path_or_id: str, dtype: str = "float32", **pretrained_kw):
     """A zero-argument function loading the model, for the training wrappers (they call it once the
-    training arguments exist, so ZeRO-3 partitions it at load time)."""
+    training arguments exist, so ZeRO-3 partitions it at load time). ``pretrained_kw`` go to
+    from_pretrained (QLoRA's quantization_config: vlmcot.training.lora.quantization_kwargs)."""
     _check_path(path_or_id)  # fail before any training setup
-    return lambda: load_model(path_or_id, dtype)
+    return lambda: load_model(path_or_id, dtype, **pretrained_kw)
 
 
 def free_device_memory() -> None:

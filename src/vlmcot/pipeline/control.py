@@ -140,6 +140,7 @@ def dry_run(cfg: Config, item: str | None) -> None:
 def train_item(cfg: Config, item: str, n_steps: int, report_to: list[str]) -> dict:
     """Load the SFT model and the item's rows, train, save. Runs on every process of a distributed launch."""
     from vlmcot.models.loading import load_processor, model_loader
+    from vlmcot.training.lora import quantization_kwargs
     from vlmcot.stage import StageError
     from vlmcot.training.data import sft_rows
     from vlmcot.training.sft import train_sft
@@ -152,7 +153,8 @@ def train_item(cfg: Config, item: str, n_steps: int, report_to: list[str]) -> di
         raise StageError(f"control {item}: {len(errors)} of {len(raw)} rows unusable (first: {errors[:1]})")
     train_cfg = cfg.train.model_copy(update={"max_steps": n_steps})
     # the model loads inside train_sft, after the training arguments (ZeRO-3 partitions it at load time)
-    model, processor = model_loader(cfg.sft_model, cfg.dtype), load_processor(cfg.sft_model)
+    model = model_loader(cfg.sft_model, cfg.dtype, **quantization_kwargs(cfg.train.lora, cfg.dtype))
+    processor = load_processor(cfg.sft_model)
     out = Path(cfg.out_dir) / item
     stats = train_sft(model, processor, rows, train_cfg, out, Path(cfg.checkpoint_dir) / item,
                       run_hash=config_hash(cfg, train_cfg, item, [r["id"] for r in rows]), report_to=report_to,

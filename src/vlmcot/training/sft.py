@@ -19,6 +19,7 @@ from pydantic import Field
 
 from vlmcot.config import StrictModel
 from vlmcot.training.common import materialize, trainer_kwargs
+from vlmcot.training.lora import LoraSpec, peft_config, save_adapter_and_merged
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class TrainConfig(StrictModel):
     dataloader_num_workers: int = Field(0, ge=0)  # image decoding workers (0 on a 2-core CPU)
     deepspeed: str | None = None  # DeepSpeed JSON config (paper: ZeRO-3); None on CPU
     seed: int = 0  # data order and init of new heads
+    lora: LoraSpec = LoraSpec()  # LoRA / QLoRA adapters instead of full fine-tuning (off: the paper's)
 
 
 def config_hash(*parts) -> str:
@@ -190,6 +192,7 @@ def train_sft(
         train_dataset=to_dataset(rows),
         processing_class=processor,
         callbacks=callbacks,
+        peft_config=peft_config(cfg.lora),
     )
     trainer.vision_learning_rate = None if cfg.freeze_vision_tower else cfg.vision_learning_rate
     if resume is not None:
@@ -201,7 +204,10 @@ def train_sft(
     output_dir.mkdir(parents=True, exist_ok=True)
     # every rank: under ZeRO-3 saving gathers the partitioned weights (rank 0 alone would wait forever);
     # the Trainer writes the files on the main process only
-    trainer.save_model(str(output_dir))
+    if cfg.lora.enabled:
+        save_adapter_and_merged(trainer, cfg.lora, output_dir)
+    else:
+        trainer.save_model(str(output_dir))
     if trainer.is_world_process_zero():
         processor.save_pretrained(str(output_dir))
         if not cfg.keep_checkpoints:
