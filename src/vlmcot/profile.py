@@ -88,7 +88,8 @@ def plan(path: str | Path) -> list[str]:
     from vlmcot.stage import load_stage
 
     lines = []
-    for name, cfg in validate_params(path).items():
+    configs = validate_params(path)
+    for name, cfg in configs.items():
         module = load_stage(name)
         if name == "base" and not getattr(cfg, "enabled", True):
             lines.append("base: skipped (base.enabled: false - sft starts from sft.base_model)")
@@ -109,4 +110,33 @@ def plan(path: str | Path) -> list[str]:
                 else:
                     how += f" (model {cfg.openai.model}, {cfg.openai.max_concurrency} in flight)"
             lines.append(f"{name}{'@' + item if item else ''}: {cmd}{how}")
-    return lines
+    return lines + [f"needs: {n}" for n in preflight(configs)]
+
+
+def preflight(configs: dict[str, Any]) -> list[str]:
+    """What the run needs beyond params (weights, packages); raises ConfigError for what cannot run here."""
+    import importlib.util
+
+    from vlmcot.training.lora import check_lora
+
+    needs = []
+    for name, cfg in configs.items():
+        train = getattr(cfg, "train", None)
+        lora = getattr(train, "lora", None)
+        if lora is not None:
+            try:
+                check_lora(lora, f"{name}.train")
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        launch = getattr(cfg, "launch", None)
+        acc = Path(launch.accelerate_config) if launch is not None and launch.accelerate_config else None
+        uses_ds = bool(getattr(train, "deepspeed", None)) or (
+            acc is not None and acc.is_file() and "DEEPSPEED" in acc.read_text(encoding="utf-8"))
+        if uses_ds and importlib.util.find_spec("deepspeed") is None:
+            needs.append(f"{name}: DeepSpeed is not installed: DS_BUILD_OPS=0 pip install -e '.[gpu]'")
+    base, sft = configs.get("base"), configs.get("sft")
+    if sft is not None and base is not None and not getattr(base, "enabled", True):
+        if not Path(sft.base_model).is_dir():
+            needs.append(f"sft: base weights folder {sft.base_model} not found (a dvc dependency of sft): download "
+                         f"or convert the HF-format model into it, then `dvc add {sft.base_model}`")
+    return needs
