@@ -94,8 +94,8 @@ def load_rows(cfg: Config) -> tuple[list[dict], int]:
 def train(cfg: Config, report_to: list[str]) -> dict[str, float]:
     """Load policy + reference, train, save. Runs on every process of a distributed launch."""
     from vlmcot.models.loading import load_processor, model_loader
-    from vlmcot.training.lora import quantization_kwargs
     from vlmcot.training.dpo import train_dpo
+    from vlmcot.training.lora import quantization_kwargs
 
     rows, bad = load_rows(cfg)
     # loaded inside train_dpo, after the training arguments (ZeRO-3 partitions them at load time); the
