@@ -221,3 +221,18 @@ def test_bad_window_and_k_are_rejected():
         build_pairs([], {}, low=0.9, high=0.5)
     with pytest.raises(ValueError, match="max_pairs_per_question"):
         build_pairs([], {}, max_pairs_per_question=0)
+
+
+def test_space_unit_is_the_authors_split():
+    from vlmcot.pairs import first_words
+
+    text = "Step one.\n\nThe  sum is 7.\n### Answer: 7"
+    for n in range(1, 12):
+        assert first_words(text, n, "space") == " ".join(text.split(" ")[:n])
+    # the two units differ: a newline separates words only for "whitespace"; a double space is a word for "space"
+    assert first_words(text, 2, "whitespace") == "Step one."
+    assert first_words(text, 2, "space") == "Step one.\n\nThe"
+    assert first_words(text, 3, "space") == "Step one.\n\nThe "
+    assert first_words("a b", 5, "space") == "a b" and first_words("a b", None, "space") == "a b"
+    with pytest.raises(ValueError, match="truncate unit"):
+        first_words(text, 2, "words")

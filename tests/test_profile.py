@@ -111,3 +111,32 @@ def test_accelerate_and_deepspeed_files_agree(stage, zero):
     assert ds["zero_optimization"]["stage"] == zero
     assert ds["bf16"]["enabled"] in ("auto", True)
     assert ds["train_micro_batch_size_per_gpu"] == "auto"  # the Trainer fills it from params
+
+
+def test_paper_profile_controls_run_at_sft_scale(paper):
+    c = validate_params(paper)
+    ctl, sft = c["control"], c["sft"]
+    assert ctl.dtype == "bfloat16" and ctl.train.bf16 and ctl.train.gradient_checkpointing
+    assert (ctl.train.learning_rate, ctl.train.vision_learning_rate) == (sft.train.learning_rate,
+                                                                         sft.train.vision_learning_rate)
+    assert ctl.train.per_device_train_batch_size * ctl.launch.num_processes == 32
+    assert ctl.launch.accelerate_config == "configs/accelerate/zero3.yaml"
+    lines = plan(paper)
+    assert any(l.startswith("control@rft:") and "zero3.yaml --num_processes 8 -m vlmcot.pipeline.control" in l
+               for l in lines)
+    for stage in ("credit", "rerank", "sample", "evaluate"):
+        assert c[stage].dtype == "bfloat16", stage
+    assert c["pairs"].truncate_unit == "space"
+
+
+def test_plan_refuses_qlora_without_cuda(paper, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    y = yaml.safe_load(paper.read_text())
+    y["sft"]["train"]["lora"] = {"enabled": True, "quantize": "4bit"}
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(y))
+    with pytest.raises(ConfigError, match=r"sft.train.lora.quantize: 4bit \(QLoRA\) needs a CUDA GPU"):
+        plan(p)

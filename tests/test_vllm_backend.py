@@ -51,3 +51,29 @@ def test_collect_maps_outputs_in_order():
 def test_selecting_vllm_without_it_is_a_clear_error():
     with pytest.raises(ImportError, match="pip install vllm"):
         VLLMBackend("some/model")
+
+
+def _count_bos(tok, text):
+    # what vLLM does with a text prompt: tokenize with the tokenizer's special tokens
+    return tok(text, add_special_tokens=True)["input_ids"].count(tok.bos_token_id)
+
+
+def test_llama3_prompt_gets_exactly_one_bos():
+    from tokenizers.processors import TemplateProcessing
+
+    from vlmcot.generation import user_message
+    from vlmcot.models.tiny import build_tiny_llava_next
+    from vlmcot.vllm_backend import strip_duplicate_bos
+
+    _, proc = build_tiny_llava_next()
+    tok = proc.tokenizer
+    text = proc.apply_chat_template(user_message("What?"), tokenize=False, add_generation_prompt=True)
+    assert text.startswith("<|begin_of_text|>")
+    # a tokenizer that does not add BOS itself: the template's BOS stays
+    assert strip_duplicate_bos(text, tok) == text and _count_bos(tok, text) == 1
+    # Llama-3's tokenizer adds <|begin_of_text|> itself (its post-processor): vLLM would see two
+    tok._tokenizer.post_processor = TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", tok.bos_token_id)])
+    assert _count_bos(tok, text) == 2
+    fixed = strip_duplicate_bos(text, tok)
+    assert _count_bos(tok, fixed) == 1 and fixed == text[len("<|begin_of_text|>"):]

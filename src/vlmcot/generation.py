@@ -99,10 +99,11 @@ class HFBackend:
             log.info("prefix sharing unavailable (%s): decoding with model.generate", reason)
 
     @classmethod
-    def from_pretrained(cls, path: str, root: str | Path = ".", **kw) -> HFBackend:
+    def from_pretrained(cls, path: str, root: str | Path = ".", dtype: str = "float32", device: str = "auto",
+                        **kw) -> HFBackend:
         from vlmcot.models.loading import load_model_and_processor
 
-        model, processor = load_model_and_processor(path)
+        model, processor = load_model_and_processor(path, dtype=dtype, device=device)
         return cls(model, processor, root=root, **kw)
 
     def _image(self, path: str):
@@ -141,7 +142,7 @@ class HFBackend:
                 padding_side="left",
                 add_special_tokens=False,  # the chat template already wrote BOS
                 return_tensors="pt",
-            ).to(self.model.device)
+            ).to(device=self.model.device, dtype=self.model.dtype)  # floats (pixel_values) only
             if cfg.do_sample:
                 # Seeded per batch index, so a resumed or re-batched run reproduces the same draws.
                 torch.manual_seed(cfg.seed + b)

@@ -64,6 +64,19 @@ def completion_ids(processor, prompt: str, response: str, with_image: bool, incl
     return tok(completion, add_special_tokens=False)["input_ids"]
 
 
+def model_inputs(enc, device, dtype) -> dict:
+    """Everything the processor returned beside the text (``pixel_values``, LLaVA-NeXT's ``image_sizes``,
+    any other model input), on ``device``; floating tensors in the model's ``dtype``."""
+    import torch
+
+    out = {}
+    for k, v in enc.items():
+        if k in ("input_ids", "attention_mask") or not isinstance(v, torch.Tensor):
+            continue
+        out[k] = v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device)
+    return out
+
+
 class _Images:
     """Decoded RGB images by path: the candidates of one question share their image."""
 
@@ -142,8 +155,7 @@ def response_logprobs(
             input_ids[j, : len(x)] = torch.tensor(x, dtype=torch.long)
             attention[j, : len(x)] = 1
         kwargs = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device), "use_cache": False}
-        if "pixel_values" in enc:
-            kwargs["pixel_values"] = enc["pixel_values"].to(device=device, dtype=model.dtype)
+        kwargs.update(model_inputs(enc, device, model.dtype))
         with torch.inference_mode():
             logits = model(**kwargs).logits.float()
         # token t is predicted at position t-1

@@ -31,16 +31,26 @@ DROP_REASONS = ("no_record", "bad_prompt", "all_correct", "all_wrong", "below_lo
 _WORD = re.compile(r"\S+")
 
 
-def first_words(text: str, n: int | None) -> str:
-    """The first ``n`` whitespace-separated words of ``text``, with the original separators between them.
+TRUNCATE_UNITS = ("whitespace", "space")
 
-    Newlines inside the kept prefix survive (the answer marker sits on its own line); whitespace after
-    the n-th word is dropped. ``n=None`` or a text of at most ``n`` words returns ``text`` unchanged.
+
+def first_words(text: str, n: int | None, unit: str = "whitespace") -> str:
+    """The first ``n`` words of ``text``, with the original separators between them.
+
+    ``unit="whitespace"``: words are runs of non-whitespace (``\\S+``); newlines inside the kept prefix
+    survive (the answer marker sits on its own line); whitespace after the n-th word is dropped.
+    ``unit="space"``: the authors' run_dpo.py, ``' '.join(text.split(' ')[:n])``: only single spaces
+    separate words, so "3\\n\\n### Answer:" is one word and two spaces make an empty one.
+    ``n=None`` or a text of at most ``n`` words returns ``text`` unchanged.
     """
+    if unit not in TRUNCATE_UNITS:
+        raise ValueError(f"truncate unit must be one of {TRUNCATE_UNITS}, got {unit!r}")
     if n is None:
         return text
     if n < 1:
         raise ValueError(f"truncate_words must be >= 1 or None, got {n}")
+    if unit == "space":
+        return " ".join(text.split(" ")[:n])
     end = None
     for i, m in enumerate(_WORD.finditer(text)):
         if i == n - 1:
@@ -79,7 +89,8 @@ class _Resp:
     answer_cut: bool  # the marker was in the full text and is not in the truncated one
 
 
-def _unique_responses(cands: list[Candidate], rng: random.Random, n_words: int | None) -> list[_Resp]:
+def _unique_responses(cands: list[Candidate], rng: random.Random, n_words: int | None,
+                      unit: str = "whitespace") -> list[_Resp]:
     """Shuffle the samples, then keep the first occurrence of each (truncated) text.
 
     Shuffling samples before deduplication makes a text that the model produced k times k times as
@@ -90,7 +101,7 @@ def _unique_responses(cands: list[Candidate], rng: random.Random, n_words: int |
     seen: set[str] = set()
     out: list[_Resp] = []
     for c in order:
-        t = first_words(c.text, n_words)
+        t = first_words(c.text, n_words, unit)
         if t in seen:
             continue
         seen.add(t)
@@ -217,6 +228,7 @@ def build_pairs(
     high: float = 0.85,
     max_pairs_per_question: int = 3,
     truncate_words: int | None = 90,
+    truncate_unit: str = "whitespace",
     seed: int = 0,
     prompt_style: str = "paper",
     prompt_fn: Callable[[VQARecord], str] | None = None,
@@ -232,7 +244,7 @@ def build_pairs(
         raise ValueError(f"need 0 <= low <= high <= 1, got low={low}, high={high}")
     if max_pairs_per_question < 1:
         raise ValueError(f"max_pairs_per_question must be >= 1, got {max_pairs_per_question}")
-    first_words("", truncate_words)  # validates it before any work
+    first_words("", truncate_words, truncate_unit)  # validates both before any work
 
     by_q: dict[str, list[Candidate]] = collections.defaultdict(list)
     for c in candidates:
@@ -270,8 +282,8 @@ def build_pairs(
             continue
 
         rng = question_rng(seed, qid)
-        good = _unique_responses([c for c in cands if c.correct], rng, truncate_words)
-        bad = _unique_responses([c for c in cands if not c.correct], rng, truncate_words)
+        good = _unique_responses([c for c in cands if c.correct], rng, truncate_words, truncate_unit)
+        bad = _unique_responses([c for c in cands if not c.correct], rng, truncate_words, truncate_unit)
         bad_texts = {b.text for b in bad}
         s.identical_after_truncation += sum(g.text in bad_texts for g in good)
         picked = select_pairs([g.text for g in good], [b.text for b in bad], max_pairs_per_question)

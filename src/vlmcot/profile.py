@@ -101,7 +101,8 @@ def plan(path: str | Path) -> list[str]:
     from vlmcot.training.launch import ClusterError
 
     lines = []
-    for name, cfg in validate_params(path).items():
+    configs = validate_params(path)
+    for name, cfg in configs.items():
         module = load_stage(name)
         if name == "base" and not getattr(cfg, "enabled", True):
             lines.append("base: skipped (base.enabled: false - sft starts from sft.base_model)")
@@ -135,4 +136,28 @@ def plan(path: str | Path) -> list[str]:
         if base_model and base_model.startswith((".", "/", "models/")) and not Path(base_model).exists():
             lines.append(f"  ! sft: MISSING sft.base_model {base_model}: convert the paper's weights first "
                          f"(vlmcot convert-llava <Open-LLaVA-NeXT folder> {base_model}; docs/paper.md)")
-    return lines
+    return lines + [f"needs: {n}" for n in preflight(configs)]
+
+
+def preflight(configs: dict[str, Any]) -> list[str]:
+    """What the run needs beyond params (weights, packages); raises ConfigError for what cannot run here."""
+    import importlib.util
+
+    from vlmcot.training.lora import check_lora
+
+    needs = []
+    for name, cfg in configs.items():
+        train = getattr(cfg, "train", None)
+        lora = getattr(train, "lora", None)
+        if lora is not None:
+            try:
+                check_lora(lora, f"{name}.train")
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        launch = getattr(cfg, "launch", None)
+        acc = Path(launch.accelerate_config) if launch is not None and launch.accelerate_config else None
+        uses_ds = bool(getattr(train, "deepspeed", None)) or (
+            acc is not None and acc.is_file() and "DEEPSPEED" in acc.read_text(encoding="utf-8"))
+        if uses_ds and importlib.util.find_spec("deepspeed") is None:
+            needs.append(f"{name}: DeepSpeed is not installed: DS_BUILD_OPS=0 pip install -e '.[gpu]'")
+    return needs

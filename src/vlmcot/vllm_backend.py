@@ -44,6 +44,20 @@ def sampling_kwargs(cfg: GenerationConfig) -> dict[str, Any]:
     return kw
 
 
+def strip_duplicate_bos(text: str, tokenizer) -> str:
+    """``text`` without its leading BOS when ``tokenizer`` adds one itself.
+
+    vLLM tokenizes a text prompt with ``add_special_tokens=True``; a chat template that writes BOS
+    (Llama-3: ``<|begin_of_text|>``) would then give the model two. The HF backend passes
+    ``add_special_tokens=False`` instead; both end up with exactly one BOS.
+    """
+    bos = getattr(tokenizer, "bos_token", None)
+    if not bos or not text.startswith(bos):
+        return text
+    ids = tokenizer("x", add_special_tokens=True)["input_ids"]
+    return text[len(bos):] if ids and ids[0] == tokenizer.bos_token_id else text
+
+
 def build_prompts(requests: list[GenRequest], render: Callable[[list[dict]], str],
                   load_image: Callable[[str], Any]) -> list[dict[str, Any]]:
     """One vLLM prompt dict per request. ``render`` applies the model's chat template (with the
@@ -96,7 +110,8 @@ class VLLMBackend:
                        limit_mm_per_prompt={"image": cfg.max_images_per_prompt})
 
     def _render(self, messages: list[dict]) -> str:
-        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return strip_duplicate_bos(text, self.processor.tokenizer)
 
     def _image(self, path: str):
         from PIL import Image

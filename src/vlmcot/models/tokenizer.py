@@ -13,8 +13,22 @@ IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK, IMAGE_TOKEN]
 
 
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024, min_frequency: int = 2):
-    """Train a byte-level BPE tokenizer on ``texts``; return a transformers ``PreTrainedTokenizerFast``."""
+# Llama-3's special tokens (the paper-scale LLaVA-NeXT-8B's text model), for the tiny LLaVA-NeXT
+LLAMA3_SPECIALS = {
+    "pad": "<pad>", "bos": "<|begin_of_text|>", "eos": "<|eot_id|>", "unk": "<unk>",
+    "extra": ["<|start_header_id|>", "<|end_header_id|>", "<|end_of_text|>"],
+}
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024, min_frequency: int = 2,
+                        specials: dict | None = None):
+    """Train a byte-level BPE tokenizer on ``texts``; return a transformers ``PreTrainedTokenizerFast``.
+
+    ``specials``: ``{"pad", "bos", "eos", "unk", "extra": [...]}`` token strings (default: the tiny
+    LLaVA's ``<pad> <s> </s> <unk>``; :data:`LLAMA3_SPECIALS` for a Llama-3 style vocabulary).
+    """
+    sp = specials or {"pad": PAD, "bos": BOS, "eos": EOS, "unk": UNK, "extra": []}
+    special_tokens = [sp["pad"], sp["bos"], sp["eos"], sp["unk"], IMAGE_TOKEN, *sp.get("extra", [])]
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -28,17 +42,17 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024, min_freque
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator((t for t in texts if t), trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=PAD,
-        unk_token=UNK,
+        bos_token=sp["bos"],
+        eos_token=sp["eos"],
+        pad_token=sp["pad"],
+        unk_token=sp["unk"],
         extra_special_tokens={"image_token": IMAGE_TOKEN},
         padding_side="right",
         clean_up_tokenization_spaces=False,

@@ -8,11 +8,18 @@ engineer's wrapper (vlmcot.training.sft.train_sft) for ``train.max_steps`` steps
 <= 0, for the ``global_step`` recorded in ``steps_from`` (the DPO stage's metrics): the same compute
 as DPO. Outputs ``<out_dir>/<item>`` (model + processor + resolved config) and
 ``<metrics_dir>/<item>.json``. Evaluate them as more models of the evaluate stage.
+With ``launch.num_processes > 1`` training re-launches under ``accelerate launch`` like sft and dpo
+(an 8B fine-tune does not fit one process).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -20,12 +27,14 @@ from pydantic import Field
 
 from vlmcot.config import ConfigError, StrictModel, save_resolved
 from vlmcot.io import read_json, read_jsonl, write_json
+from vlmcot.pipeline.sft import LaunchConfig, accelerate_launch
 from vlmcot.training.sft import TrainConfig, config_hash
 
 log = logging.getLogger(__name__)
 
 SECTION = "control"
 ITEMS = ("cont_sft", "rft")
+WORKER_ENV = "VLMCOT_CONTROL_WORKER"  # set in processes started by accelerate launch
 
 
 class Config(StrictModel):
@@ -63,6 +72,8 @@ class Config(StrictModel):
     max_bad_rate: float = Field(0.01, ge=0, le=1)
     # trainer settings shared by both controls (max_steps <= 0: match DPO's steps)
     train: TrainConfig = TrainConfig(learning_rate=1e-4, max_steps=-1, per_device_train_batch_size=16)
+    # process launch (single process on CPU; 8 under accelerate + DeepSpeed ZeRO-3 at paper scale)
+    launch: LaunchConfig = LaunchConfig()
 
 
 def _item(item: str | None) -> str:
@@ -113,20 +124,27 @@ def conversations(cfg: Config, item: str) -> list[dict]:
     return rows
 
 
+def launch_command(cfg: Config, config_path: str) -> list[str]:
+    """The ``accelerate launch`` command that runs :func:`worker_main` on every process."""
+    return accelerate_launch(cfg.launch, "vlmcot.pipeline.control", config_path)
+
+
 def dry_run(cfg: Config, item: str | None) -> None:
     item = _item(item)
-    print(f"control {item}: from {cfg.sft_model}, {steps(cfg)} steps -> {Path(cfg.out_dir) / item}")
+    out = Path(cfg.out_dir) / item
+    print(f"control {item}: from {cfg.sft_model}, {steps(cfg)} steps -> {out}")
+    if cfg.launch.num_processes > 1:
+        print(shlex.join(launch_command(cfg, str(out / "launch_config.json"))))
 
 
-def run(cfg: Config, tracker, item: str | None = None) -> None:
-    from vlmcot.models import load_model_and_processor
+def train_item(cfg: Config, item: str, n_steps: int, report_to: list[str]) -> dict:
+    """Load the SFT model and the item's rows, train, save. Runs on every process of a distributed launch."""
+    from vlmcot.models.loading import load_processor, model_loader
+    from vlmcot.training.lora import quantization_kwargs
     from vlmcot.stage import StageError
     from vlmcot.training.data import sft_rows
     from vlmcot.training.sft import train_sft
 
-    item = _item(item)
-    tracker.set_tags({"control": item})
-    n_steps = steps(cfg)
     raw = conversations(cfg, item)
     rows, errors = sft_rows(raw, cfg.root)
     for e in errors[:10]:
@@ -134,13 +152,58 @@ def run(cfg: Config, tracker, item: str | None = None) -> None:
     if not rows or len(errors) > cfg.max_bad_rate * len(raw):
         raise StageError(f"control {item}: {len(errors)} of {len(raw)} rows unusable (first: {errors[:1]})")
     train_cfg = cfg.train.model_copy(update={"max_steps": n_steps})
-    model, processor = load_model_and_processor(cfg.sft_model, dtype=cfg.dtype)
+    # the model loads inside train_sft, after the training arguments (ZeRO-3 partitions it at load time)
+    model = model_loader(cfg.sft_model, cfg.dtype, **quantization_kwargs(cfg.train.lora, cfg.dtype))
+    processor = load_processor(cfg.sft_model)
     out = Path(cfg.out_dir) / item
     stats = train_sft(model, processor, rows, train_cfg, out, Path(cfg.checkpoint_dir) / item,
-                      run_hash=config_hash(cfg, train_cfg, item, [r["id"] for r in rows]), report_to=["mlflow"],
+                      run_hash=config_hash(cfg, train_cfg, item, [r["id"] for r in rows]), report_to=report_to,
                       run_name=f"control-{item}")
-    save_resolved(cfg, out / "vlmcot_config.json")
     stats.update(rows=len(rows), bad_rows=len(errors), matched_steps=n_steps)
+    return stats
+
+
+def run(cfg: Config, tracker, item: str | None = None) -> None:
+    from vlmcot.stage import StageError
+
+    item = _item(item)
+    tracker.set_tags({"control": item})
+    n_steps = steps(cfg)
+    out = Path(cfg.out_dir) / item
+    if cfg.launch.num_processes > 1 and not os.environ.get(WORKER_ENV):
+        out.mkdir(parents=True, exist_ok=True)
+        cfg_path = out / "launch_config.json"
+        spec = {"item": item, "steps": n_steps, "config": cfg.model_dump(mode="json")}
+        cfg_path.write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+        cmd = launch_command(cfg, str(cfg_path))
+        log.info("launching: %s", shlex.join(cmd))
+        env = {**os.environ, WORKER_ENV: "1", "MLFLOW_RUN_ID": tracker.run_id}
+        if subprocess.run(cmd, env=env).returncode != 0:
+            raise StageError(f"distributed training of control {item!r} failed (command: {shlex.join(cmd)})")
+        stats = json.loads((out / "train_stats.json").read_text())
+    else:
+        stats = train_item(cfg, item, n_steps, report_to=["mlflow"])
+    save_resolved(cfg, out / "vlmcot_config.json")
     metrics = {k: float(v) for k, v in stats.items() if isinstance(v, (int, float))}
     write_json(Path(cfg.metrics_dir) / f"{item}.json", metrics)
     tracker.log_metrics({f"control.{item}.{k}": v for k, v in metrics.items()})
+
+
+def worker_main(config_path: str) -> int:
+    """Entry of each process under ``accelerate launch``: train, rank 0 writes the stats."""
+    import torch.distributed as dist
+
+    from vlmcot.tracking import configure
+
+    configure()
+    spec = json.loads(Path(config_path).read_text())
+    cfg = Config.model_validate(spec["config"])
+    stats = train_item(cfg, spec["item"], int(spec["steps"]), report_to=["mlflow"])
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        write_json(Path(cfg.out_dir) / spec["item"] / "train_stats.json", stats)
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    sys.exit(worker_main(sys.argv[1]))

@@ -42,8 +42,10 @@ class Config(StrictModel):
     metrics: str = "metrics/credit.json"
     # image paths are relative to this folder
     root: str = "."
-    # weights dtype
+    # weights dtype (paper scale: bfloat16)
     dtype: Literal["float32", "bfloat16"] = "float32"
+    # "auto": cuda when available, else cpu (or "cuda:1", "cpu")
+    device: str = "auto"
 
 
 def pick_pairs(pairs: list[dict], n: int, datasets: list[str] | None) -> list[dict]:
@@ -71,6 +73,7 @@ def run(cfg: Config, tracker) -> None:
     from vlmcot.credit import CreditExample, normalize, render_png, token_rewards, write_html
     from vlmcot.logprobs import ScoreRequest, response_logprobs
     from vlmcot.models import load_model_and_processor
+    from vlmcot.models.loading import free_device_memory
     from vlmcot.stage import StageError
 
     if not Path(cfg.pairs).is_file():
@@ -86,11 +89,13 @@ def run(cfg: Config, tracker) -> None:
     scored = {}
     tokenizer = None
     for name, path in (("dpo", cfg.policy), ("sft", cfg.reference)):
-        model, processor = load_model_and_processor(path, dtype=cfg.dtype)
+        # one model at a time on the device (two 8B models need not fit together)
+        model, processor = load_model_and_processor(path, dtype=cfg.dtype, device=cfg.device)
         tokenizer = processor.tokenizer
         # EOS left out: the figure shows the words of the response
         scored[name] = response_logprobs(model, processor, reqs, root=cfg.root, include_eos=False)
         del model
+        free_device_memory()
     examples, rows = [], []
     means = {"chosen": [], "rejected": []}
     for req, d, s in zip(reqs, scored["dpo"], scored["sft"], strict=True):

@@ -93,12 +93,16 @@ def load_rows(cfg: Config) -> tuple[list[dict], int]:
 
 def train(cfg: Config, report_to: list[str]) -> dict[str, float]:
     """Load policy + reference, train, save. Runs on every process of a distributed launch."""
-    from vlmcot.models import load_model_and_processor
+    from vlmcot.models.loading import load_processor, model_loader
     from vlmcot.training.dpo import train_dpo
+    from vlmcot.training.lora import quantization_kwargs
 
     rows, bad = load_rows(cfg)
-    policy, processor = load_model_and_processor(cfg.sft_model, dtype=cfg.dtype)
-    ref, _ = load_model_and_processor(cfg.sft_model, dtype=cfg.dtype)  # a separate object (TRL requires it)
+    # loaded inside train_dpo, after the training arguments (ZeRO-3 partitions them at load time); the
+    # reference is a separate object (TRL requires it)
+    policy = model_loader(cfg.sft_model, cfg.dtype, **quantization_kwargs(cfg.train.lora, cfg.dtype))
+    ref = model_loader(cfg.sft_model, cfg.dtype)  # not loaded with LoRA (the adapter-off policy is the reference)
+    processor = load_processor(cfg.sft_model)
     stats = train_dpo(policy, ref, processor, rows, cfg.train, cfg.out_dir, cfg.checkpoint_dir,
                       run_hash=config_hash(cfg, [r["id"] for r in rows]), report_to=report_to, run_name="dpo")
     stats["pairs"] = len(rows)

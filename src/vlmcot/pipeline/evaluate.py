@@ -142,13 +142,10 @@ def make_backend(cfg: Config, name: str):
             return VLLMBackend(cfg.models[name], cfg.vllm, root=cfg.root)
         except ImportError as e:
             raise StageError(f"evaluate.backend: {e}") from None
-    import torch
-
     from vlmcot.generation import HFBackend
     from vlmcot.models import load_model_and_processor
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    model, processor = load_model_and_processor(cfg.models[name], dtype=cfg.dtype, device=device)
+    model, processor = load_model_and_processor(cfg.models[name], dtype=cfg.dtype, device=cfg.device)
     return HFBackend(model, processor, root=cfg.root)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -48,6 +49,9 @@ class Config(StrictModel):
     # keep the first N whitespace-separated words of each response; null = no truncation (paper: 90;
     # its ablation: 70 / 90 / 110 / none)
     truncate_words: int | None = Field(90, ge=1)
+    # what a word is: "whitespace" (runs of non-space, newlines kept) or "space" (the authors' run_dpo.py:
+    # ' '.join(text.split(' ')[:n]), where a newline does not separate words)
+    truncate_unit: Literal["whitespace", "space"] = "whitespace"
     # seeds the per-question random pairing
     seed: int = 0
     # prompt layout of the pair's prompt (vlmcot.prompts.PROMPT_STYLES); must be the one `sample` used
@@ -98,7 +102,8 @@ def run(cfg: Config, tracker) -> None:
 
     pairs, stats = build_pairs(
         cands, {r.id: r for r in records}, low=cfg.low, high=cfg.high,
-        max_pairs_per_question=cfg.max_pairs_per_question, truncate_words=cfg.truncate_words, seed=cfg.seed,
+        max_pairs_per_question=cfg.max_pairs_per_question, truncate_words=cfg.truncate_words,
+        truncate_unit=cfg.truncate_unit, seed=cfg.seed,
         prompt_style=cfg.prompt_style,
     )
     for e in stats.errors[:20]:

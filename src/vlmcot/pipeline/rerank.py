@@ -67,8 +67,10 @@ class Config(StrictModel):
     metrics: str = "metrics/rerank.json"
     # image paths are relative to this folder
     root: str = "."
-    # weights dtype
+    # weights dtype (paper scale: bfloat16)
     dtype: Literal["float32", "bfloat16"] = "float32"
+    # "auto": cuda when available, else cpu (or "cuda:1", "cpu")
+    device: str = "auto"
     # fail if more than this share of candidate rows is malformed
     max_bad_rate: float = Field(0.01, ge=0, le=1)
 
@@ -77,17 +79,20 @@ def candidate_rewards(cfg: Config, cands, records) -> list[dict]:
     """One row per scorable candidate: summed log-probs under DPO and SFT and the reward."""
     from vlmcot.logprobs import ScoreRequest, response_logprobs
     from vlmcot.models import load_model_and_processor
+    from vlmcot.models.loading import free_device_memory
     from vlmcot.prompts import build_prompt
 
     prompts = {qid: build_prompt(rec, "cot", cfg.prompt_style) for qid, rec in records.items()}
     reqs = [ScoreRequest(f"{c.id}#{c.sample}", records[c.id].image, prompts[c.id], c.text) for c in cands]
     totals = {}
     for name, path in (("dpo", cfg.policy), ("sft", cfg.reference)):
-        model, processor = load_model_and_processor(path, dtype=cfg.dtype)
+        # one model at a time on the device (two 8B models need not fit together)
+        model, processor = load_model_and_processor(path, dtype=cfg.dtype, device=cfg.device)
         outs = response_logprobs(model, processor, reqs, batch_size=cfg.batch_size, root=cfg.root,
                                  include_eos=cfg.include_eos, progress=True)
         totals[name] = [(o.total, len(o.token_ids)) for o in outs]
         del model
+        free_device_memory()
     rows = []
     for c, (lp_dpo, n), (lp_sft, _) in zip(cands, totals["dpo"], totals["sft"], strict=True):
         rows.append({"id": c.id, "sample": c.sample, "dataset": c.dataset, "extracted": c.extracted,

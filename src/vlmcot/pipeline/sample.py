@@ -89,6 +89,8 @@ class Config(StrictModel):
     server: ServerConfig = ServerConfig()
     # weights dtype (paper scale: bfloat16)
     dtype: Literal["float32", "bfloat16"] = "float32"
+    # "auto": cuda when available, else cpu (or "cuda:1", "cpu")
+    device: str = "auto"
     # image paths in records are relative to this folder
     root: str = "."
     # fail the stage if more than this share of records is malformed
@@ -172,7 +174,7 @@ def make_backend(cfg: Config):
     from vlmcot.generation import HFBackend
     from vlmcot.models import load_model_and_processor
 
-    model, processor = load_model_and_processor(cfg.model, dtype=cfg.dtype)
+    model, processor = load_model_and_processor(cfg.model, dtype=cfg.dtype, device=cfg.device)
     return HFBackend(model, processor, root=cfg.root, progress=False)
 
 

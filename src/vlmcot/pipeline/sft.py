@@ -140,7 +140,8 @@ def dry_run(cfg: Config, item: str | None) -> None:
 
 def train_mix(cfg: Config, mix: str, report_to: list[str]) -> dict[str, float]:
     """Load the base model and the mix, train, save. Runs on every process of a distributed launch."""
-    from vlmcot.models import load_model_and_processor
+    from vlmcot.models.loading import load_processor, model_loader
+    from vlmcot.training.lora import quantization_kwargs
     from vlmcot.stage import StageError
     from vlmcot.training.data import sft_rows
     from vlmcot.training.sft import train_sft
@@ -154,7 +155,9 @@ def train_mix(cfg: Config, mix: str, report_to: list[str]) -> dict[str, float]:
         log.warning("%s: %s", mix_path, e)
     if not rows or len(errors) > cfg.max_bad_rate * len(raw):
         raise StageError(f"{mix_path}: {len(errors)} of {len(raw)} rows unusable (first: {errors[:1]})")
-    model, processor = load_model_and_processor(cfg.base_model, dtype=cfg.dtype)
+    # the model loads inside train_sft, after the training arguments (ZeRO-3 partitions it at load time)
+    model = model_loader(cfg.base_model, cfg.dtype, **quantization_kwargs(cfg.train.lora, cfg.dtype))
+    processor = load_processor(cfg.base_model)
     stats = train_sft(
         model,
         processor,

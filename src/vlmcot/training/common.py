@@ -48,3 +48,13 @@ def trainer_kwargs(cfg, output_dir: str | Path, report_to: list[str] | None, run
         disable_tqdm=False,
         save_only_model=False,
     )
+
+
+def materialize(model_or_loader):
+    """A model, or the model a zero-argument loader returns (called only now: after the training
+    arguments, so a DeepSpeed ZeRO-3 config is registered and ``from_pretrained`` builds it partitioned)."""
+    import torch
+
+    if isinstance(model_or_loader, torch.nn.Module) or not callable(model_or_loader):
+        return model_or_loader
+    return model_or_loader()

@@ -22,7 +22,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from vlmcot.config import StrictModel
-from vlmcot.training.common import trainer_kwargs
+from vlmcot.training.common import materialize, trainer_kwargs
+from vlmcot.training.lora import LoraSpec, peft_config, save_adapter_and_merged
 from vlmcot.training.sft import prepare_checkpoint_dir
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ class DPOTrainConfig(StrictModel):
     dataloader_num_workers: int = Field(0, ge=0)
     deepspeed: str | None = None  # DeepSpeed JSON (paper: configs/deepspeed/zero2.json); None on CPU
     seed: int = 0  # data order
+    # LoRA / QLoRA adapters instead of full fine-tuning; the reference is then the policy with its adapter
+    # off (no second model loaded)
+    lora: LoraSpec = LoraSpec()
 
     @model_validator(mode="after")
     def _weights(self) -> DPOTrainConfig:
@@ -136,7 +140,9 @@ def train_dpo(
     """DPO ``model`` on ``rows`` (see :func:`dpo_rows`) against ``ref_model``; save model + processor.
 
     ``ref_model`` must be a separate object holding the same (SFT) weights; it is put in eval mode
-    with every gradient off. Returns the trainer's final metrics plus ``global_step``.
+    with every gradient off. Either may be a zero-argument function returning the model, called after
+    the training arguments exist (under DeepSpeed ZeRO-3 the model is then built partitioned).
+    Returns the trainer's final metrics plus ``global_step``.
     """
     from trl import DPOTrainer
 
@@ -146,18 +152,26 @@ def train_dpo(
         raise ValueError("ref_model must be a separate copy of the SFT model, not the policy itself")
     output_dir, checkpoint_dir = Path(output_dir), Path(checkpoint_dir)
     resume = prepare_checkpoint_dir(checkpoint_dir, run_hash)
+    # the arguments first: with a ZeRO-3 config they register the DeepSpeed config from_pretrained reads
+    args = dpo_config(cfg, checkpoint_dir, report_to=report_to, run_name=run_name)
+    # with LoRA the reference is the policy with its adapter off: the second model is never loaded
+    model, ref_model = materialize(model), (None if cfg.lora.enabled else materialize(ref_model))
+    if ref_model is model:
+        raise ValueError("ref_model must be a separate copy of the SFT model, not the policy itself")
     frozen = freeze(model, cfg.freeze_vision_tower, cfg.freeze_projector)
-    ref_model.eval()
-    for p in ref_model.parameters():
-        p.requires_grad_(False)
+    if ref_model is not None:
+        ref_model.eval()
+        for p in ref_model.parameters():
+            p.requires_grad_(False)
     log.info("DPO: %d pairs, frozen: %s", len(rows), frozen or "nothing")
     trainer = DPOTrainer(
         model=model,
         ref_model=ref_model,
-        args=dpo_config(cfg, checkpoint_dir, report_to=report_to, run_name=run_name),
+        args=args,
         train_dataset=to_dataset(rows),
         processing_class=processor,
         callbacks=callbacks,
+        peft_config=peft_config(cfg.lora),
     )
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     metrics = dict(result.metrics)
@@ -169,9 +183,13 @@ def train_dpo(
                 if isinstance(v, (int, float)) and k not in ("epoch", "step"):
                     metrics[f"last_{k.replace('/', '_')}"] = float(v)
             break
-    if trainer.is_world_process_zero():
-        output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # every rank: under ZeRO-3 saving gathers the partitioned weights; the Trainer writes on rank 0 only
+    if cfg.lora.enabled:
+        save_adapter_and_merged(trainer, cfg.lora, output_dir)
+    else:
         trainer.save_model(str(output_dir))
+    if trainer.is_world_process_zero():
         processor.save_pretrained(str(output_dir))
         if not cfg.keep_checkpoints:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)

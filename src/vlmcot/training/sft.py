@@ -18,7 +18,8 @@ from typing import Literal
 from pydantic import Field
 
 from vlmcot.config import StrictModel
-from vlmcot.training.common import trainer_kwargs
+from vlmcot.training.common import materialize, trainer_kwargs
+from vlmcot.training.lora import LoraSpec, peft_config, save_adapter_and_merged
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class TrainConfig(StrictModel):
     dataloader_num_workers: int = Field(0, ge=0)  # image decoding workers (0 on a 2-core CPU)
     deepspeed: str | None = None  # DeepSpeed JSON config (paper: ZeRO-3); None on CPU
     seed: int = 0  # data order and init of new heads
+    lora: LoraSpec = LoraSpec()  # LoRA / QLoRA adapters instead of full fine-tuning (off: the paper's)
 
 
 def config_hash(*parts) -> str:
@@ -161,25 +163,36 @@ def train_sft(
 ) -> dict[str, float]:
     """Train on ``rows`` (see vlmcot.training.data.sft_rows), save model + processor to ``output_dir``.
 
+    ``model`` is a model or a zero-argument function returning one (:func:`vlmcot.models.loading.load_model`
+    bound to a path): a function is called after the training arguments exist, so under DeepSpeed
+    ZeRO-3 ``from_pretrained`` builds the model already partitioned (no rank holds it whole).
     Resumes from the last complete checkpoint in ``checkpoint_dir`` when it was written by the same
     ``run_hash`` (a crashed or killed run); a different config starts fresh.
     Returns the trainer's final metrics (train_loss, train_runtime, steps, ...).
     """
+    from vlmcot.models.chat_template import ensure_training_template
     from vlmcot.training.data import to_dataset
 
+    # assistant-only loss needs {% generation %} markers; a shipped template without them (Llama-3
+    # LLaVA-NeXT) gets them here, verified by rendering, and is saved with the model
+    if ensure_training_template(processor):
+        log.info("chat template: added {%% generation %%} markers around the assistant turn")
     output_dir, checkpoint_dir = Path(output_dir), Path(checkpoint_dir)
     resume = prepare_checkpoint_dir(checkpoint_dir, run_hash)
+    # the arguments first: with a ZeRO-3 config they register the DeepSpeed config from_pretrained reads
+    args = sft_config(cfg, checkpoint_dir, report_to=report_to, run_name=run_name)
+    model = materialize(model)
     if cfg.freeze_vision_tower:
         for p in model.model.vision_tower.parameters():
             p.requires_grad_(False)
     trainer_cls = _make_trainer_class()
-    args = sft_config(cfg, checkpoint_dir, report_to=report_to, run_name=run_name)
     trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=to_dataset(rows),
         processing_class=processor,
         callbacks=callbacks,
+        peft_config=peft_config(cfg.lora),
     )
     trainer.vision_learning_rate = None if cfg.freeze_vision_tower else cfg.vision_learning_rate
     if resume is not None:
@@ -188,9 +201,14 @@ def train_sft(
     metrics = dict(result.metrics)
     metrics["global_step"] = trainer.state.global_step
     metrics["resumed_from_step"] = int(resume.name.split("-")[-1]) if resume is not None else 0
-    if trainer.is_world_process_zero():
-        output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # every rank: under ZeRO-3 saving gathers the partitioned weights (rank 0 alone would wait forever);
+    # the Trainer writes the files on the main process only
+    if cfg.lora.enabled:
+        save_adapter_and_merged(trainer, cfg.lora, output_dir)
+    else:
         trainer.save_model(str(output_dir))
+    if trainer.is_world_process_zero():
         processor.save_pretrained(str(output_dir))
         if not cfg.keep_checkpoints:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
