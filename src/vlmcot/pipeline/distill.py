@@ -73,10 +73,10 @@ def _load_records(cfg: Config) -> tuple[list, list[TeacherReply], int]:
     path = Path(cfg.input)
     if not path.is_file():
         raise StageError(f"input {cfg.input} not found (run the prepare stage first: dvc repro prepare)")
-    try:
-        rows = [row for _, row in iter_jsonl(path)]
-    except ValueError as e:
-        raise StageError(str(e)) from None
+    unreadable: list[str] = []  # lines that are not UTF-8 / JSON / an object: named, skipped, counted as failed
+    rows = [row for _, row in iter_jsonl(path, on_error=unreadable.append)]
+    for e in unreadable[:20]:
+        log.warning("distill: skipping unreadable input line %s", e)
     good, bad = [], {}
     seen: set[str] = set()
     for row in rows:
@@ -91,7 +91,7 @@ def _load_records(cfg: Config) -> tuple[list, list[TeacherReply], int]:
         # One row per input record where the record has an id we can write without a clash.
         if isinstance(rid, str) and rid and rid not in bad:
             bad[rid] = TeacherReply(id=rid, text=None, ok=False, reason="invalid_record", meta={"error": err})
-    return good, [r for rid, r in bad.items() if rid not in seen], len(rows)
+    return good, [r for rid, r in bad.items() if rid not in seen], len(rows) + len(unreadable)
 
 
 def _metrics(rows: list[TeacherReply], result: RunResult, teacher, n_input: int, cache: ReplyCache | None) -> dict:
@@ -128,6 +128,8 @@ def _metrics(rows: list[TeacherReply], result: RunResult, teacher, n_input: int,
         m[f"failed.{reason}"] = 0
     for reason, k in reasons.items():
         m[f"failed.{reason}"] = k
+    # input lines with no row of their own (not UTF-8 / not JSON, or an invalid record without an id)
+    m["failed.unreadable_input"] = n - len(rows)
     for k, v in s.counters.items():
         if k.startswith("retry."):
             m[f"retries.{k[len('retry.') :]}"] = int(v)

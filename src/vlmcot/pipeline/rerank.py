@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import Field
 
 from vlmcot.config import StrictModel
-from vlmcot.io import read_jsonl, write_csv, write_json, write_jsonl
+from vlmcot.io import output_path, read_jsonl, write_csv, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def run(cfg: Config, tracker) -> None:
     write_jsonl(cfg.rewards, rows)
     curves = curves_by_dataset(cfg, rows, recs)
     for ds, c in curves.items():
-        path = Path(cfg.plots_dir) / f"rerank_{ds}.csv"
+        path = output_path(cfg.plots_dir, f"rerank_{ds}.csv")  # ds comes from the data: sanitised, confined
         write_curve_csv(path, c)
         tracker.log_artifact(path, "plots")
     metrics = flat_metrics(curves)
