@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import Field
 
 from vlmcot.config import StrictModel
+from vlmcot.images import ImagePolicy
 from vlmcot.io import iter_jsonl, write_json, write_jsonl
 from vlmcot.records import validate_vqa
 from vlmcot.stage import StageError
@@ -62,6 +63,9 @@ class Config(StrictModel):
     retry_failed: bool = False
     # show a progress bar (rate, ETA, tokens, estimated cost)
     progress: bool = True
+    # limits and confinement of every image sent to the teacher (vlmcot.images); the repo, image_root and
+    # the input's folder are always allowed
+    images: ImagePolicy = Field(default_factory=ImagePolicy)
     # the free scripted teacher (backend: scripted)
     scripted: ScriptedTeacherConfig = Field(default_factory=ScriptedTeacherConfig)
     # endpoint, concurrency, retries, generation params, budget and prices (backend: openai)
@@ -110,6 +114,8 @@ def _metrics(rows: list[TeacherReply], result: RunResult, teacher, n_input: int,
         # HTTP attempts sent this run (retries included) and the requests that completed
         "requests": int(s.counters.get("attempts", 0)),
         "retries": int(s.counters.get("retries", 0)),
+        # replies whose endpoint sent no token usage: their tokens (and the budget) are local estimates
+        "usage_estimated": int(s.counters.get("usage_estimated", 0)),
         "new_replies": s.new_replies,
         "cache_hits": s.cache_hits,
         "not_sent": s.not_sent,
@@ -143,7 +149,11 @@ def _make_teacher(cfg: Config):
         return ScriptedTeacher(cfg.scripted), None, Budget(), 1
     o = cfg.openai
     return (
-        OpenAITeacher(o, image_root=cfg.image_root),
+        OpenAITeacher(
+            o,
+            image_root=cfg.image_root,
+            images=cfg.images.model_copy(update={"roots": [*cfg.images.roots, str(Path(cfg.input).parent)]}),
+        ),
         ReplyCache(cfg.cache_dir),
         Budget(max_tokens=o.budget_tokens, max_usd=o.budget_usd),
         o.max_concurrency,

@@ -272,7 +272,13 @@ async def _run_async(
     async def send(prep) -> tuple:
         """Send one request; returns ("entry", entry) (not yet durable), ("failure", ...) or ("stopped", None)."""
         n = state["sent_ok"]
-        tok, usd = (stats.run_tokens / n, stats.run_cost_usd / n) if n else (0.0, 0.0)
+        if n:
+            tok, usd = stats.run_tokens / n, stats.run_cost_usd / n
+        elif hasattr(teacher, "estimate_prompt_tokens"):  # no reply yet: the local estimate of this one
+            tok = float(teacher.estimate_prompt_tokens(prep))
+            usd = teacher.cost_usd(int(tok), 0)
+        else:
+            tok, usd = 0.0, 0.0
         if state["stop"] or budget.reached(stats.run_tokens, stats.run_cost_usd, state["sending"], tok, usd):
             if not state["stop"]:
                 stats.budget_exhausted = True
