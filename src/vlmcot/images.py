@@ -124,7 +124,9 @@ def inspect_image(data: bytes, image: str, policy: ImagePolicy | None = None, de
                 im.load()
     except ImageRejected:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # PIL's own check, from the header, before decoding
+        raise ImageRejected("image_too_large", f"image {image}: {e}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageRejected("image_unreadable", f"image {image} does not decode ({type(e).__name__}: {e})") from None
     if w < 1 or h < 1:
         raise ImageRejected("image_unreadable", f"image {image} has zero size")
