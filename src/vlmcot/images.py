@@ -125,7 +125,7 @@ def inspect_image(data: bytes, image: str, policy: ImagePolicy | None = None, de
     except ImageRejected:
         raise
     except Image.DecompressionBombError as e:  # PIL's own check, from the header, before decoding
-        raise ImageRejected("image_too_large", f"image {image}: {e}") from None
+        raise ImageRejected("image_too_large", f"image {image}: {e} (images.max_pixels={policy.max_pixels})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageRejected("image_unreadable", f"image {image} does not decode ({type(e).__name__}: {e})") from None
     if w < 1 or h < 1:
