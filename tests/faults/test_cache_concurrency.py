@@ -125,3 +125,27 @@ def test_the_lock_is_exclusive_across_processes_and_released_by_kill_9(tmp_path)
         proc.kill()
         proc.wait()
     ReplyCache(tmp_path / "c", lock_timeout_s=5).close()  # the kernel dropped the dead holder's lock
+
+
+@pytest.mark.parametrize("conc", [8])
+def test_kill_9_resends_at_most_the_requests_in_flight(ws, conc):
+    """After kill -9 the rerun re-sends only what was in flight (bounded by max_concurrency)."""
+    n = 120
+    recs = make_records(ws, n)
+    write_records(ws / "data/prepared/train.jsonl", recs)
+    with FakeChatServer(latency_s=0.05) as srv:
+        params = write_params(ws / "params.yaml", openai=fast_openai(srv.base_url, max_concurrency=conc))
+        proc = subprocess.Popen([sys.executable, str(REPO / "stages/distill.py"), "--params", str(params)],
+                                cwd=ws, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+        cache_file = ws / CACHE / CACHE_FILE
+        _wait(lambda: proc.poll() is not None or (cache_file.exists() and cache_file.read_bytes().count(b"\n") >= 30),
+              60, "30 cached replies")
+        assert proc.poll() is None, "the stage finished before it could be killed"
+        proc.kill()  # SIGKILL
+        proc.wait()
+        answered = len(ReplyCache(ws / CACHE, lock=False))
+        assert main("distill", str(params)) == 0
+    resent = srv.total - n
+    assert 0 <= resent <= conc and max(srv.by_question.values()) <= 2
+    assert read_json("metrics/distill.json")["cache_hits"] == answered
+    print(f"\nkill -9 at concurrency {conc} after {answered}/{n} replies: {resent} requests re-sent")
