@@ -127,14 +127,16 @@ def test_the_lock_is_exclusive_across_processes_and_released_by_kill_9(tmp_path)
     ReplyCache(tmp_path / "c", lock_timeout_s=5).close()  # the kernel dropped the dead holder's lock
 
 
-@pytest.mark.parametrize("conc", [8])
+@pytest.mark.parametrize("conc", [4, 32])
 def test_kill_9_resends_at_most_the_requests_in_flight(ws, conc):
     """After kill -9 the rerun re-sends only what was in flight (bounded by max_concurrency)."""
     n = 120
     recs = make_records(ws, n)
     write_records(ws / "data/prepared/train.jsonl", recs)
-    with FakeChatServer(latency_s=0.05) as srv:
-        params = write_params(ws / "params.yaml", openai=fast_openai(srv.base_url, max_concurrency=conc))
+    # the whole run takes ~2.4 s at any concurrency, so the kill lands mid-run with `conc` in flight
+    with FakeChatServer(latency_s=0.02 * conc) as srv:
+        params = write_params(ws / "params.yaml", openai=fast_openai(srv.base_url, max_concurrency=conc,
+                                                                      request_timeout_s=5))
         proc = subprocess.Popen([sys.executable, str(REPO / "stages/distill.py"), "--params", str(params)],
                                 cwd=ws, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
         cache_file = ws / CACHE / CACHE_FILE

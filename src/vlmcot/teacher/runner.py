@@ -219,8 +219,10 @@ async def _run_async(
 
     A producer prepares records ahead of the workers, a few at a time in a thread (image read +
     hash), into a bounded queue; a worker answers its record from the cache, joins an identical
-    request already in flight, or sends it. A reply counts once it is fsynced, but the worker does
-    not wait for the disk: it takes its next record while the commit runs. Memory holds images only
+    request already in flight, or sends it. A reply counts once it is fsynced; the worker does not
+    wait for the disk (it takes its next record while the commit runs), but a new request waits for
+    a slot, and a slot is freed only when its reply is durable: never more than ``concurrency``
+    requests are paid for and not yet on disk, which bounds what a ``kill -9`` makes a rerun resend. Memory holds images only
     for queued and in-flight requests, so 200k records cost no more than a few hundred.
     """
     stats = RunStats(records=len(records))
@@ -229,6 +231,7 @@ async def _run_async(
     queue: asyncio.Queue = asyncio.Queue(maxsize=2 * n_workers + prefetch_chunk)
     in_flight: dict[str, asyncio.Future] = {}  # key -> outcome of the request being sent/committed
     commits: set[asyncio.Task] = set()
+    slots = asyncio.Semaphore(n_workers)  # requests sent and not yet durable (see handle)
     bar = _Progress(len(records), 0, progress, f"distill[{teacher.name}]")
     committer = _GroupCommitter(cache) if cache is not None else None
     state = {"sending": 0, "stop": False, "sent_ok": 0}
@@ -346,9 +349,13 @@ async def _run_async(
             return
         fut = asyncio.get_running_loop().create_future()
         in_flight[prep.key] = fut
+        # A slot is held from the send until the reply is fsynced, so at most `concurrency` requests
+        # are ever paid for but not yet durable: what a kill -9 can make a rerun send again.
+        await slots.acquire()
         try:
             outcome = await send(prep)
         except BaseException:
+            slots.release()
             in_flight.pop(prep.key, None)
             fut.set_result(("stopped", None))  # never leave a twin waiting (cancellation, Ctrl-C)
             raise
@@ -356,7 +363,9 @@ async def _run_async(
             task = asyncio.create_task(settle(rec, prep.key, fut, outcome))  # the worker moves on
             commits.add(task)
             task.add_done_callback(commits.discard)
+            task.add_done_callback(lambda _: slots.release())
         else:
+            slots.release()
             await settle(rec, prep.key, fut, outcome)
 
     async def worker() -> None:
