@@ -160,12 +160,9 @@ class ReplyCache:
             self._fh = self.path.open("a", encoding="utf-8", newline="\n")
         return self._fh
 
-    def append_many(self, entries: Iterable[dict]) -> None:
-        """Append entries and fsync once: each is durable when this returns (group commit).
-
-        The runner calls this from a worker thread with whatever completed while the previous write
-        was syncing, so one fsync covers several replies on a slow disk and none waits for another's.
-        """
+    def write_many(self, entries: Iterable[dict]) -> None:
+        """Append entries and flush them to the kernel (they survive a kill -9 of this process; a
+        machine crash needs :meth:`sync` too). One ``write()`` of whole lines, on an O_APPEND file."""
         entries = list(entries)
         if not entries:
             return
@@ -174,9 +171,18 @@ class ReplyCache:
             "".join(json.dumps(e, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n" for e in entries)
         )
         fh.flush()
-        os.fsync(fh.fileno())
         for e in entries:
             self.entries[e["key"]] = e
+
+    def sync(self) -> None:
+        """fsync what was written (the runner calls this from a worker thread, once per batch)."""
+        if self._fh is not None:
+            os.fsync(self._fh.fileno())
+
+    def append_many(self, entries: Iterable[dict]) -> None:
+        """Append entries and fsync once: each is durable when this returns."""
+        self.write_many(entries)
+        self.sync()
 
     def append(self, entry: dict) -> None:
         self.append_many([entry])
