@@ -1,8 +1,11 @@
 """Typed, validated stage configs read from params.yaml.
 
 Each stage reads exactly one top-level section of params.yaml into a pydantic model that forbids
-unknown keys and does not coerce types loosely. A bad value fails with one line naming the key, e.g.
-``params.yaml: prepare.worlds.chart.n_train: Input should be a valid integer (got 'abc')``.
+unknown keys and does not coerce types: pydantic strict mode (``true`` is not an int, ``"3"`` is not
+a number, ``1.5`` is not an int), no ``.inf``/``.nan`` in any float (no params key means "unbounded"
+by infinity; use null where a key allows it), and a key written twice in one YAML mapping is an
+error rather than "the last one wins". A bad value fails with one line naming the key, e.g.
+``params.yaml: prepare.world.n_train: Input should be a valid integer (got True)``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,42 @@ class ConfigError(ValueError):
 class StrictModel(BaseModel):
     """Base for every config section: unknown keys are errors, values are validated on assignment."""
 
-    model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True, frozen=False)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, allow_inf_nan=False, validate_assignment=True, frozen=False
+    )
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping key written twice (the YAML spec forbids it; PyYAML would keep the last)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key repeated in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    hash(key)
+                except TypeError:
+                    continue  # unhashable: SafeLoader reports it itself
+                if key in seen:
+                    raise DuplicateKeyError(
+                        f"line {key_node.start_mark.line + 1}: key {key!r} is written twice in one mapping "
+                        f"(first at line {seen[key] + 1}); remove one"
+                    )
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping)
+
+
+def load_yaml(text: str):
+    """Parse YAML like yaml.safe_load, but a duplicated key is an error (used for every params file)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _format_validation_error(err: ValidationError, section: str, source: str) -> str:
@@ -47,7 +85,9 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"{path}: file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
+    except DuplicateKeyError as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):

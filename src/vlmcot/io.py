@@ -3,11 +3,46 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Share of unreadable lines (not UTF-8, not JSON, not an object) read_jsonl skips, naming each one,
+# before it gives up on the file; stages with their own max_bad_rate pass theirs.
+BAD_LINE_RATE = 0.01
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class DataError(ValueError):
+    """More bad input than a stage allows: it fails loudly, with the first few offenders named."""
+
+
+class UnsafePathError(ValueError):
+    """A file name built from data would land outside its output folder."""
+
+
+def safe_name(name: str) -> str:
+    """A file-name component from a data value (a dataset label, an id): only ``[A-Za-z0-9._-]``,
+    runs of anything else become ``_``, no leading dots (so never ``..`` or a hidden file), never empty."""
+    out = _UNSAFE.sub("_", str(name)).lstrip(".")
+    return out[:120] or "_"
+
+
+def output_path(out_dir: str | Path, *parts: str) -> Path:
+    """``out_dir / parts...`` with each part sanitised by :func:`safe_name`, checked to resolve inside
+    ``out_dir`` (symlinks followed). Every stage that builds an output file name from data uses it."""
+    base = Path(out_dir)
+    path = base.joinpath(*(safe_name(p) for p in parts))
+    real, real_base = path.resolve(), base.resolve()
+    if real_base not in real.parents:
+        raise UnsafePathError(f"output file {path} resolves to {real}, outside {out_dir}")
+    return path
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -72,8 +107,19 @@ def iter_jsonl(
             yield i, row
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    return [row for _, row in iter_jsonl(path)]
+def read_jsonl(path: str | Path, errors: list[str] | None = None, max_bad_rate: float = BAD_LINE_RATE) -> list[dict]:
+    """Every readable row; each unreadable line is named in a warning (and appended to ``errors``) and
+    skipped. More than ``max_bad_rate`` of the lines unreadable: DataError naming the first one."""
+    bad: list[str] = []
+    rows = [row for _, row in iter_jsonl(path, on_error=bad.append)]
+    for e in bad[:20]:
+        log.warning("skipped unreadable line %s", e)
+    if errors is not None:
+        errors.extend(bad)
+    n = len(rows) + len(bad)
+    if bad and len(bad) > max_bad_rate * n:
+        raise DataError(f"{path}: {len(bad)} of {n} lines unreadable (more than {max_bad_rate:g}); first: {bad[0]}")
+    return rows
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -37,11 +37,22 @@ def _merge(dst: Any, src: Any) -> Any:
     return src
 
 
+def _load(y: YAML, path: str | Path) -> Any:
+    """Round-trip load; a key written twice is a one-line ConfigError (ruamel refuses duplicates)."""
+    from ruamel.yaml.constructor import DuplicateKeyError
+
+    try:
+        return y.load(Path(path).read_text(encoding="utf-8")) or CommentedMap()
+    except DuplicateKeyError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark is not None else "?"
+        raise ConfigError(f"{path}: line {line}: a key is written twice in one mapping ({e.problem}); remove one") from None
+
+
 def apply_profile(params_path: str | Path, profile_path: str | Path) -> str:
     """params.yaml text with the profile overlaid (comments of params.yaml kept)."""
     y = _yaml()
-    base = y.load(Path(params_path).read_text(encoding="utf-8")) or CommentedMap()
-    over = y.load(Path(profile_path).read_text(encoding="utf-8")) or CommentedMap()
+    base = _load(y, params_path)
+    over = _load(y, profile_path)
     if not isinstance(over, dict):
         raise ConfigError(f"{profile_path}: a profile must be a mapping of params sections")
     unknown = [k for k in over if k not in base]

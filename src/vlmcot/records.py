@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from vlmcot.io import DataError  # noqa: F401 - re-exported: stages catch it from here
+
 QType = Literal["short", "numeric", "multiple_choice"]
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -92,8 +94,6 @@ class Candidate(Record):
     logprob: float | None = None
 
 
-class DataError(ValueError):
-    """More bad input than a stage allows: it fails loudly, with the first few offenders named."""
 
 
 def validate_vqa(
@@ -102,10 +102,13 @@ def validate_vqa(
     root: str | Path = ".",
     model: type[VQARecord] = VQARecord,
     verify_images: bool = False,
+    images=None,
 ) -> tuple[list[VQARecord], list[str]]:
     """Validate raw rows; return (good records, error messages naming each bad record).
 
-    ``check_images``: the image file must exist; ``verify_images``: it must also decode (PIL)."""
+    ``check_images``: the image must pass :func:`vlmcot.images.check_image` under ``images`` (an
+    ImagePolicy; default limits): confined path, a regular file, bounded bytes and pixels;
+    ``verify_images``: it must also decode completely (a truncated file is a bad record here)."""
     good: list[VQARecord] = []
     errors: list[str] = []
     seen: set[str] = set()
@@ -118,7 +121,7 @@ def validate_vqa(
             where = ".".join(str(p) for p in first["loc"])
             errors.append(f"record {rid}: {where}: {first['msg']}")
             continue
-        problem = _semantic_problem(rec, check_images or verify_images, Path(root), verify_images)
+        problem = _semantic_problem(rec, check_images or verify_images, Path(root), verify_images, images)
         if problem is None and rec.id in seen:
             problem = "duplicate id"
         if problem:
@@ -129,7 +132,7 @@ def validate_vqa(
     return good, errors
 
 
-def _semantic_problem(rec: VQARecord, check_images: bool, root: Path, verify: bool = False) -> str | None:
+def _semantic_problem(rec: VQARecord, check_images: bool, root: Path, verify: bool = False, images=None) -> str | None:
     if not rec.question.strip():
         return "empty question"
     if not rec.answer.strip():
@@ -140,18 +143,15 @@ def _semantic_problem(rec: VQARecord, check_images: bool, root: Path, verify: bo
         if rec.answer not in LETTERS[: len(rec.choices)]:
             return f"answer {rec.answer!r} is not a letter among the {len(rec.choices)} choices"
     if check_images:
-        p = Path(rec.image)
-        p = p if p.is_absolute() else root / p
-        if not p.is_file():
-            return f"image file not found: {rec.image}"
-        if verify:
-            from PIL import Image, UnidentifiedImageError
+        from vlmcot.images import ImageRejected, check_image, resolve_image
 
-            try:
-                with Image.open(p) as im:
-                    im.verify()
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-                return f"image file does not decode: {rec.image} ({type(e).__name__})"
+        try:
+            if verify:
+                check_image(rec.image, root, images, decode=True)
+            else:
+                resolve_image(rec.image, root, images)  # confined, a regular file, within max_bytes
+        except ImageRejected as e:
+            return str(e)
     return None
 
 
@@ -161,6 +161,7 @@ def load_vqa(
     model: type[VQARecord] = VQARecord,
     check_images: bool = False,
     verify_images: bool = False,
+    images=None,
     root: str | Path = ".",
     max_error_rate: float = 0.0,
     key: str = "max_error_rate",
@@ -174,7 +175,8 @@ def load_vqa(
 
     errors: list[str] = []
     rows = [row for _, row in iter_jsonl(path, on_error=errors.append)]
-    good, bad = validate_vqa(rows, check_images=check_images, root=root, model=model, verify_images=verify_images)
+    good, bad = validate_vqa(rows, check_images=check_images, root=root, model=model, verify_images=verify_images,
+                             images=images)
     errors += bad
     for e in errors[:20]:
         if log is not None:

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from PIL import Image
 
 from vlmcot.io import read_json, read_jsonl, write_jsonl
 from vlmcot.pipeline import filter as filt
@@ -9,7 +10,7 @@ from vlmcot.stage import StageError
 
 def _rec(root, i, ds, answer, metric, qtype="numeric", choices=None):
     img = root / f"{ds}-{i}.png"
-    img.write_bytes(b"png")
+    Image.new("RGB", (4, 4)).save(img)  # filter decodes every image
     return dict(id=f"{ds}-{i}", image=str(img), question="q?", answer=answer, dataset=ds,
                 qtype=qtype, split="train", metric=metric, choices=choices)
 

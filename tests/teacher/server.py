@@ -14,6 +14,9 @@ so the total is deterministic however requests interleave):
   "timeout"  hold the request longer than any client timeout in the tests (``hang_s``)
   "reset"    close the TCP connection with RST, no response
   "garbage"  HTTP 200 with a body that is not JSON
+  "empty_choices"  HTTP 200, a completion with ``choices: []``
+  "null_content"   HTTP 200, a choice whose message has neither content nor refusal
+``usage=False`` omits the ``usage`` object from every reply (some proxies and servers do).
 Replies come from ``reply_fn(question_text) -> dict`` (see :func:`default_reply`): the text and, if
 wanted, ``finish_reason`` / ``refusal``. The default echoes the question and answers "42", unless the
 question contains a marker word (REFUSE, SORRY, EMPTY, NOMARK, TRUNCATE, ANSWER=<x>); otherwise it
@@ -103,7 +106,9 @@ class FakeChatServer:
         port: int = 0,
         choice_fn: Callable[[dict, int], dict] | None = None,
         served_models: list[str] | None = None,
+        usage: bool = True,
     ):
+        self.usage = usage
         self.latency_s = latency_s
         self.faults = list(faults or [])
         self.reply_fn = reply_fn
@@ -250,6 +255,13 @@ class FakeChatServer:
                     self.connection.close()
                 elif fault == "garbage":
                     self._send(200, b"<html>bad gateway</html>")
+                elif fault in ("empty_choices", "null_content"):
+                    choices = [] if fault == "empty_choices" else [
+                        {"index": 0, "message": {"role": "assistant", "content": None}, "finish_reason": "stop"}
+                    ]
+                    payload = {"id": "x", "object": "chat.completion", "created": 0,
+                               "model": body.get("model", "fake"), "choices": choices}
+                    self._send(200, json.dumps(payload).encode())
                 else:
                     self._reply(body, question)
 
@@ -274,6 +286,8 @@ class FakeChatServer:
                         "total_tokens": prompt_tokens + _n_tokens(text or r.get("refusal")),
                     },
                 }
+                if not srv.usage:
+                    del payload["usage"]
                 with srv.lock:
                     srv.answered[question] += 1
                 self._send(200, json.dumps(payload).encode())

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from vlmcot.config import ConfigError, parse_section
+from vlmcot.images import ImagePolicy
 from vlmcot.records import validate_vqa
 from vlmcot.world import WorldConfig, generate
 
@@ -45,7 +46,8 @@ def sha(path: str | Path) -> str:
 def test_records_are_valid_with_images(world):
     out, recs = world
     rows = [r.model_dump(mode="json") for r in recs]
-    good, errors = validate_vqa(rows, check_images=True)
+    # the images live in a temp folder outside the repo: a configured data root (vlmcot.images)
+    good, errors = validate_vqa(rows, verify_images=True, images=ImagePolicy(roots=[str(out)]))
     assert errors == []
     assert len(good) == len(recs) == 5 * 50
 

@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import io
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,8 @@ def _read_file(path: str | os.PathLike, base_dir: str | Path | None) -> bytes:
     if not p.is_absolute() and base_dir is not None:
         p = Path(base_dir) / p
     try:
+        if not stat.S_ISREG(os.stat(p).st_mode):  # /dev/zero, a FIFO: never read (it would never end)
+            raise ImageError(f"image {p} is not a regular file (not read)")
         return p.read_bytes()
     except OSError as e:
         raise ImageError(f"cannot read image file {p}: {e.strerror or e}") from None

@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import Field
 
 from vlmcot.config import StrictModel
+from vlmcot.images import ImagePolicy
 from vlmcot.io import iter_jsonl, write_json, write_jsonl
 from vlmcot.records import validate_vqa
 from vlmcot.stage import StageError
@@ -62,6 +63,9 @@ class Config(StrictModel):
     retry_failed: bool = False
     # show a progress bar (rate, ETA, tokens, estimated cost)
     progress: bool = True
+    # limits and confinement of every image sent to the teacher (vlmcot.images); the repo, image_root and
+    # the input's folder are always allowed
+    images: ImagePolicy = Field(default_factory=ImagePolicy)
     # the free scripted teacher (backend: scripted)
     scripted: ScriptedTeacherConfig = Field(default_factory=ScriptedTeacherConfig)
     # endpoint, concurrency, retries, generation params, budget and prices (backend: openai)
@@ -73,10 +77,10 @@ def _load_records(cfg: Config) -> tuple[list, list[TeacherReply], int]:
     path = Path(cfg.input)
     if not path.is_file():
         raise StageError(f"input {cfg.input} not found (run the prepare stage first: dvc repro prepare)")
-    try:
-        rows = [row for _, row in iter_jsonl(path)]
-    except ValueError as e:
-        raise StageError(str(e)) from None
+    unreadable: list[str] = []  # lines that are not UTF-8 / JSON / an object: named, skipped, counted as failed
+    rows = [row for _, row in iter_jsonl(path, on_error=unreadable.append)]
+    for e in unreadable[:20]:
+        log.warning("distill: skipping unreadable input line %s", e)
     good, bad = [], {}
     seen: set[str] = set()
     for row in rows:
@@ -91,7 +95,7 @@ def _load_records(cfg: Config) -> tuple[list, list[TeacherReply], int]:
         # One row per input record where the record has an id we can write without a clash.
         if isinstance(rid, str) and rid and rid not in bad:
             bad[rid] = TeacherReply(id=rid, text=None, ok=False, reason="invalid_record", meta={"error": err})
-    return good, [r for rid, r in bad.items() if rid not in seen], len(rows)
+    return good, [r for rid, r in bad.items() if rid not in seen], len(rows) + len(unreadable)
 
 
 def _metrics(rows: list[TeacherReply], result: RunResult, teacher, n_input: int, cache: ReplyCache | None) -> dict:
@@ -110,6 +114,8 @@ def _metrics(rows: list[TeacherReply], result: RunResult, teacher, n_input: int,
         # HTTP attempts sent this run (retries included) and the requests that completed
         "requests": int(s.counters.get("attempts", 0)),
         "retries": int(s.counters.get("retries", 0)),
+        # replies whose endpoint sent no token usage: their tokens (and the budget) are local estimates
+        "usage_estimated": int(s.counters.get("usage_estimated", 0)),
         "new_replies": s.new_replies,
         "cache_hits": s.cache_hits,
         "not_sent": s.not_sent,
@@ -128,6 +134,8 @@ def _metrics(rows: list[TeacherReply], result: RunResult, teacher, n_input: int,
         m[f"failed.{reason}"] = 0
     for reason, k in reasons.items():
         m[f"failed.{reason}"] = k
+    # input lines with no row of their own (not UTF-8 / not JSON, or an invalid record without an id)
+    m["failed.unreadable_input"] = n - len(rows)
     for k, v in s.counters.items():
         if k.startswith("retry."):
             m[f"retries.{k[len('retry.') :]}"] = int(v)
@@ -141,7 +149,11 @@ def _make_teacher(cfg: Config):
         return ScriptedTeacher(cfg.scripted), None, Budget(), 1
     o = cfg.openai
     return (
-        OpenAITeacher(o, image_root=cfg.image_root),
+        OpenAITeacher(
+            o,
+            image_root=cfg.image_root,
+            images=cfg.images.model_copy(update={"roots": [*cfg.images.roots, str(Path(cfg.input).parent)]}),
+        ),
         ReplyCache(cfg.cache_dir),
         Budget(max_tokens=o.budget_tokens, max_usd=o.budget_usd),
         o.max_concurrency,

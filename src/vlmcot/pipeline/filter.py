@@ -18,6 +18,7 @@ from pydantic import Field
 
 from vlmcot.answers import extract_answer
 from vlmcot.config import StrictModel
+from vlmcot.images import ImagePolicy
 from vlmcot.io import iter_jsonl, write_csv, write_json, write_jsonl
 from vlmcot.metrics import get_metric
 from vlmcot.records import CoTRecord, VQARecord, load_vqa
@@ -49,6 +50,9 @@ class Config(StrictModel):
     # bad input rows (not UTF-8, not JSON, invalid record, missing image) are named, counted and
     # skipped; above this share the stage fails
     max_bad_rate: float = Field(0.01, ge=0, le=1)
+    # every record's image is fully decoded once here (a truncated file is a bad row, named), within
+    # these limits (vlmcot.images), so no later stage can die on one
+    images: ImagePolicy = Field(default_factory=ImagePolicy)
 
 
 def judge(record: VQARecord, reply: dict, min_score: float) -> tuple[str, str | None]:
@@ -96,8 +100,10 @@ def _plot_png(rows: list[dict], path: str | Path) -> None:
 
 
 def run(cfg: Config, tracker) -> None:
-    records, errors = load_vqa(cfg.records, check_images=True, max_error_rate=cfg.max_bad_rate,
-                               key="filter.max_bad_rate", log=log)
+    # images may live beside the records (prepare writes <out_dir>/images), in the repo, or in images.roots
+    policy = cfg.images.model_copy(update={"roots": [*cfg.images.roots, str(Path(cfg.records).parent)]})
+    records, errors = load_vqa(cfg.records, check_images=True, verify_images=True, images=policy,
+                               max_error_rate=cfg.max_bad_rate, key="filter.max_bad_rate", log=log)
     bad_replies: list[str] = []
     replies = {r["id"]: r for _, r in iter_jsonl(cfg.replies, on_error=bad_replies.append) if "id" in r}
     for e in bad_replies[:20]:

@@ -72,7 +72,7 @@ def read_candidates(path: str | Path) -> tuple[list[Candidate], list[str]]:
     """Valid candidates and one error per bad row (file:line, candidate id)."""
     good: list[Candidate] = []
     errors: list[str] = []
-    for line, row in iter_jsonl(path):
+    for line, row in iter_jsonl(path, on_error=errors.append):  # unreadable lines: named, counted, skipped
         # write_jsonl drops None fields, so a failed extraction arrives without its 'extracted' key
         row.setdefault("extracted", None)
         try:

@@ -19,6 +19,7 @@ from pydantic import Field
 
 from vlmcot.adapters.base import LoadReport, SourceConfig, load
 from vlmcot.config import StrictModel
+from vlmcot.images import ImagePolicy
 from vlmcot.io import write_json, write_jsonl
 from vlmcot.records import VQARecord, validate_vqa
 from vlmcot.stage import StageError
@@ -47,6 +48,8 @@ class Config(StrictModel):
     # true: the Hugging Face hub stays off (HF_HUB_OFFLINE=1 unless the environment says otherwise;
     # only local_path sources and the hub cache load). false: hub downloads on (the paper profile)
     offline: bool = True
+    # every image is fully decoded once here, within these limits (vlmcot.images); out_dir is always allowed
+    images: ImagePolicy = Field(default_factory=ImagePolicy)
 
 
 def plan_notes(cfg: Config) -> list[str]:
@@ -101,7 +104,8 @@ def run(cfg: Config, tracker) -> None:
         if not cfg.train_sources and not cfg.eval_sources:
             raise StageError("prepare.source is 'hub' but prepare.train_sources and prepare.eval_sources are empty")
         records = load_hub(cfg, out_dir, metrics)
-    good, errors = validate_vqa((r.model_dump(mode="json") for r in records), verify_images=True)
+    policy = cfg.images.model_copy(update={"roots": [*cfg.images.roots, str(out_dir)]})
+    good, errors = validate_vqa((r.model_dump(mode="json") for r in records), verify_images=True, images=policy)
     for e in errors[:20]:
         log.warning("skipped %s", e)
     rate = len(errors) / max(1, len(records))

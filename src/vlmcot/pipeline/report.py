@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from vlmcot.config import StrictModel
-from vlmcot.io import read_json
+from vlmcot.io import output_path, read_json
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def build_report(cfg: Config) -> tuple[str, list[Path]]:
     if csvs:
         for c in csvs:
             ds = c.stem.removeprefix("rerank_")
-            figures.append(R.plot_rerank(c, figs / f"rerank_{ds}.png", f"{ds}: accuracy vs N"))
+            figures.append(R.plot_rerank(c, output_path(figs, f"rerank_{ds}.png"), f"{ds}: accuracy vs N"))
             md.append(f"![rerank {ds}]({_rel(figures[-1], out)})\n")
         if Path(cfg.rerank_metrics).is_file():
             rm = read_json(cfg.rerank_metrics)

@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import Field
 
 from vlmcot.config import StrictModel
-from vlmcot.io import read_jsonl, write_csv, write_json, write_jsonl
+from vlmcot.io import output_path, read_jsonl, write_csv, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,17 @@ def curves_by_dataset(cfg: Config, rows: list[dict], records) -> dict[str, dict[
     return out
 
 
+def write_curves(plots_dir: str | Path, curves: dict[str, dict]) -> list[Path]:
+    """One ``rerank_<dataset>.csv`` per dataset. The label comes from the records: it is sanitised and
+    the file checked to land inside ``plots_dir`` (a dataset called ``../../x`` must not write elsewhere)."""
+    paths = []
+    for ds, c in curves.items():
+        path = output_path(plots_dir, f"rerank_{ds}.csv")
+        write_curve_csv(path, c)
+        paths.append(path)
+    return paths
+
+
 def write_curve_csv(path: Path, curves: dict[str, dict[int, float]]) -> None:
     """Wide CSV: one row per N, one column per method (what `dvc plots` draws as lines)."""
     methods = sorted(curves)
@@ -178,9 +189,7 @@ def run(cfg: Config, tracker) -> None:
     rows = candidate_rewards(cfg, cands, recs)
     write_jsonl(cfg.rewards, rows)
     curves = curves_by_dataset(cfg, rows, recs)
-    for ds, c in curves.items():
-        path = Path(cfg.plots_dir) / f"rerank_{ds}.csv"
-        write_curve_csv(path, c)
+    for path in write_curves(cfg.plots_dir, curves):
         tracker.log_artifact(path, "plots")
     metrics = flat_metrics(curves)
     # how well the reward alone separates correct from wrong candidates (mean reward gap)

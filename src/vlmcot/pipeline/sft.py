@@ -149,11 +149,13 @@ def train_mix(cfg: Config, mix: str, report_to: list[str]) -> dict[str, float]:
     mix_path, out, ckpt, _ = _paths(cfg, mix)
     if not mix_path.is_file():
         raise StageError(f"{mix_path} not found (run the mix stage first)")
-    raw = read_jsonl(mix_path)
+    unreadable: list[str] = []  # lines that are not UTF-8 / not JSON: named, skipped, counted as bad rows
+    raw = read_jsonl(mix_path, errors=unreadable, max_bad_rate=cfg.max_bad_rate)
     rows, errors = sft_rows(raw, cfg.root)
+    errors = unreadable + errors
     for e in errors[:10]:
         log.warning("%s: %s", mix_path, e)
-    if not rows or len(errors) > cfg.max_bad_rate * len(raw):
+    if not rows or len(errors) > cfg.max_bad_rate * (len(raw) + len(unreadable)):
         raise StageError(f"{mix_path}: {len(errors)} of {len(raw)} rows unusable (first: {errors[:1]})")
     # the model loads inside train_sft, after the training arguments (ZeRO-3 partitions it at load time)
     model = model_loader(cfg.base_model, cfg.dtype, **quantization_kwargs(cfg.train.lora, cfg.dtype))

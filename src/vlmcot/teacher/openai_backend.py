@@ -19,6 +19,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import math
 import os
 import random
 import re
@@ -35,6 +36,7 @@ from pydantic import Field, field_validator
 
 from vlmcot.answers import extract_answer
 from vlmcot.config import ConfigError, StrictModel
+from vlmcot.images import ImagePolicy, ImageRejected, inspect_image, read_image
 from vlmcot.prompts import teacher_messages
 from vlmcot.records import VQARecord
 from vlmcot.teacher.base import TeacherReply
@@ -50,6 +52,33 @@ _REFUSAL = re.compile(
     re.IGNORECASE,
 )
 _SECRETISH = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,})")
+
+# Local token estimate, for endpoints that omit `usage` (the budget must still hold): OpenAI's rule
+# of thumb of ~4 characters per token for English text, plus the model's image formula below.
+CHARS_PER_TOKEN = 4.0
+# Image prompt tokens per model family (longest prefix wins): base + per_tile x 512-px tiles at detail
+# high (OpenAI's vision pricing: fit in 2048x2048, shortest side down to 768, count 512-px tiles);
+# detail low is the base alone. "auto" is counted as high: an upper bound for the budget.
+IMAGE_TOKENS: dict[str, tuple[int, int]] = {"": (85, 170), "gpt-4o-mini": (2833, 5667)}
+
+
+def image_tokens(model: str, width: int, height: int, detail: str) -> int:
+    """Prompt tokens one image costs on ``model`` (see IMAGE_TOKENS)."""
+    base, per_tile = IMAGE_TOKENS[max((k for k in IMAGE_TOKENS if model.startswith(k)), key=len)]
+    if detail == "low":
+        return base
+    w, h = float(width), float(height)
+    if max(w, h) > 2048:
+        f = 2048 / max(w, h)
+        w, h = w * f, h * f
+    if min(w, h) > 768:
+        f = 768 / min(w, h)
+        w, h = w * f, h * f
+    return base + per_tile * math.ceil(w / 512) * math.ceil(h / 512)
+
+
+def estimate_text_tokens(text: str | None) -> int:
+    return math.ceil(len(text or "") / CHARS_PER_TOKEN)
 
 
 class Price(StrictModel):
@@ -100,6 +129,10 @@ class OpenAIConfig(StrictModel):
     # HTTP transport under the openai client: "aiohttp" (needs openai[aiohttp]; ~30% less CPU per
     # request than httpx here, which matters at high concurrency) or "httpx" (the client's default)
     http_client: Literal["aiohttp", "httpx"] = "aiohttp"
+    # a reply longer than this (characters) is recorded as failed (reply_too_long) and its text not stored
+    max_reply_chars: int = Field(20_000, ge=1)
+    # the longest Retry-After honoured, in seconds; a server asking more is retried after this long
+    max_retry_after_s: float = Field(120.0, ge=0)
     # budget for ONE run of the stage (cached replies are free): stop sending when either is reached; null: no cap
     budget_tokens: int | None = Field(None, ge=0)
     budget_usd: float | None = Field(None, ge=0)
@@ -147,6 +180,10 @@ class TransportFailure(Exception):
         self.attempts = attempts
 
 
+class _Malformed(Exception):
+    """A 200 reply that is not a final outcome (no choices, no message): retried like a 5xx."""
+
+
 class RecordError(Exception):
     """This record cannot be turned into a request (e.g. its image is missing); reason is a short tag."""
 
@@ -171,6 +208,8 @@ class Prepared:
     image: bytes
     mime: str
     detail: str
+    width: int = 0
+    height: int = 0
 
     def messages(self) -> list[dict]:
         url = f"data:{self.mime};base64,{base64.b64encode(self.image).decode('ascii')}"
@@ -297,9 +336,12 @@ class OpenAITeacher:
         image_root: str | Path = ".",
         prompt_fn: Callable[[VQARecord], tuple[str, str]] | None = None,
         client: Any = None,
+        images: ImagePolicy | None = None,
     ):
         self.cfg = cfg
         self.image_root = Path(image_root)
+        self.images = images or ImagePolicy()  # confinement and size limits of every image sent
+        self._usage_warned = False
         self.prompt_fn = prompt_fn or teacher_messages  # the one place the paper's teacher prompt lives
         self._client = client
         self._secret: str | None = None
@@ -361,19 +403,17 @@ class OpenAITeacher:
     def prepare(self, record: VQARecord) -> Prepared:
         """Build the request for one record; RecordError when that record cannot be sent.
 
-        Reads and hashes the image (the runner calls this from a worker thread).
+        Reads (confined, bounded: vlmcot.images) and hashes the image, and reads its size from the
+        header for the local token estimate (the runner calls this from a worker thread).
         """
-        p = Path(record.image)
-        p = p if p.is_absolute() else self.image_root / p
         try:
-            data = p.read_bytes()
-        except FileNotFoundError:
-            raise RecordError("image_missing", f"image file not found: {record.image}") from None
-        except OSError as e:
-            raise RecordError("image_unreadable", f"{record.image}: {e}") from None
-        mime = sniff_image_mime(data)
-        if mime is None:
-            raise RecordError("image_unreadable", f"{record.image}: not a PNG, JPEG, WebP or GIF file")
+            data = read_image(record.image, self.image_root, self.images)
+            mime = sniff_image_mime(data)
+            if mime is None:
+                raise RecordError("image_unreadable", f"{record.image}: not a PNG, JPEG, WebP or GIF file")
+            info = inspect_image(data, record.image, self.images, decode=False)
+        except ImageRejected as e:
+            raise RecordError(e.reason, str(e)) from None
         try:
             system, user_text = self.prompt_fn(record)
         except Exception as e:  # noqa: BLE001 - a prompt builder bug on one odd record must not kill the run
@@ -392,7 +432,14 @@ class OpenAITeacher:
                 "seed": c.seed,
             }
         )
-        return Prepared(key=key, system=system, user_text=user_text, image=data, mime=mime, detail=c.image_detail)
+        return Prepared(key=key, system=system, user_text=user_text, image=data, mime=mime, detail=c.image_detail,
+                        width=info.width, height=info.height)
+
+    def estimate_prompt_tokens(self, prep: Prepared) -> int:
+        """Local estimate: CHARS_PER_TOKEN for the text, the model's image formula for the image."""
+        return estimate_text_tokens(prep.system + prep.user_text) + image_tokens(
+            self.cfg.model, prep.width, prep.height, prep.detail
+        )
 
     def _backoff(self, k: int) -> float:
         d = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * (2**k))
@@ -427,7 +474,9 @@ class OpenAITeacher:
                 # CPU per request. client.post is the SDK's documented way to send a raw body; auth,
                 # timeouts, error types and response parsing are the same.
                 resp = await client.post("/chat/completions", body=body, cast_to=ChatCompletion)
-                return self._entry(prep.key, resp)
+                return self._entry(prep, resp)
+            except _Malformed as e:
+                reason, detail = "bad_response", str(e)
             except openai.APIConnectionError as e:  # APITimeoutError included
                 reason, detail = _transport_reason(e), f"{type(e).__name__}: {e.__cause__ or e}"
             except openai.APIStatusError as e:
@@ -449,6 +498,12 @@ class OpenAITeacher:
                 raise TransportFailure(reason, redact(detail, self._secret)[:300], attempt + 1)
             delay = self._backoff(attempt)
             if retry_after is not None:
+                if retry_after > c.max_retry_after_s:
+                    log.warning(
+                        "distill: the server asked to wait %.0fs (%s); waiting distill.openai.max_retry_after_s=%gs",
+                        retry_after, reason, c.max_retry_after_s,
+                    )
+                    retry_after = c.max_retry_after_s
                 # Respect the server: never retry earlier than it asked, and hold back every worker.
                 delay = max(delay, retry_after)
                 self._pause_until = max(self._pause_until, time.monotonic() + retry_after)
@@ -459,25 +514,48 @@ class OpenAITeacher:
             attempt += 1
             await asyncio.sleep(delay)
 
-    def _entry(self, key: str, resp: Any) -> dict:
-        """The cache entry for a completed request (deterministic fields only: no timings)."""
+    def _entry(self, prep: Prepared, resp: Any) -> dict:
+        """The cache entry for a completed request (deterministic fields only: no timings).
+
+        Only final outcomes become entries: text (usable or not), a refusal, a content-filter stop.
+        A body without choices, without a message, or with neither content nor refusal raises
+        _Malformed, which is retried like a 5xx and never cached."""
         choices = getattr(resp, "choices", None) or []
         if not choices:
-            text, finish, refusal = None, None, None
-        else:
-            msg = choices[0].message
-            text, finish, refusal = msg.content, choices[0].finish_reason, getattr(msg, "refusal", None)
+            raise _Malformed("200 reply without choices")
+        msg = getattr(choices[0], "message", None)
+        if msg is None:
+            raise _Malformed("200 reply whose first choice has no message")
+        text, finish, refusal = msg.content, choices[0].finish_reason, getattr(msg, "refusal", None)
+        if text is None and not refusal and finish != "content_filter":
+            raise _Malformed(f"200 reply with neither content nor refusal (finish_reason {finish!r})")
         usage = getattr(resp, "usage", None)
-        pt = int(getattr(usage, "prompt_tokens", 0) or 0)
-        ct = int(getattr(usage, "completion_tokens", 0) or 0)
-        reason = classify_reply(text, finish, refusal) if choices else "bad_response"
         meta = {"model": getattr(resp, "model", None) or self.cfg.model, "finish_reason": finish}
-        if usage is None:
-            meta["usage_missing"] = True
+        if usage is None or getattr(usage, "prompt_tokens", None) is None:
+            # No usage: the budget still holds, on a local estimate (warned once per run).
+            pt = self.estimate_prompt_tokens(prep)
+            ct = estimate_text_tokens(text or refusal)
+            meta["usage_estimated"] = True
+            self.counters["usage_estimated"] += 1
+            if not self._usage_warned:
+                self._usage_warned = True
+                log.warning(
+                    "distill: the endpoint returned no token usage; counting tokens locally (%g characters per "
+                    "token, plus %s's image formula) so costs and the budget are estimates", CHARS_PER_TOKEN,
+                    self.cfg.model,
+                )
+        else:
+            pt = int(getattr(usage, "prompt_tokens", 0) or 0)
+            ct = int(getattr(usage, "completion_tokens", 0) or 0)
+        reason = classify_reply(text, finish, refusal)
+        if text is not None and len(text) > self.cfg.max_reply_chars:
+            # Paid for and final, but not stored: a runaway reply must not bloat the cache.
+            meta["reply_chars"] = len(text)
+            reason, text = "reply_too_long", None
         if refusal:
             meta["refusal"] = refusal[:300]
         return {
-            "key": key,
+            "key": prep.key,
             "ok": reason is None,
             "text": text if text is not None else None,
             "reason": reason,

@@ -121,20 +121,25 @@ class _Progress:
 
 
 class _GroupCommitter:
-    """Append entries to the cache from a worker thread; callers wait until their entry is fsynced.
+    """Append entries to the cache; callers wait until their entry is fsynced.
 
-    Entries that complete while a write is syncing share the next fsync, so a slow disk costs one
-    sync per batch rather than one per reply, and the event loop never blocks on the disk.
+    Each entry is written (``write()`` + flush: in the kernel, so it survives a ``kill -9`` of this
+    process) at once, from the event loop; the fsync, which only a machine crash needs, runs in a
+    worker thread, and entries written while one is syncing share the next, so a slow disk costs
+    one sync per batch rather than one per reply and the event loop never waits for a sync.
     """
 
     def __init__(self, cache: ReplyCache):
         self.cache = cache
-        self.pending: list[tuple[dict, asyncio.Future]] = []
+        self.pending: list[asyncio.Future] = []
         self.task: asyncio.Task | None = None
 
-    async def commit(self, entry: dict) -> None:
+    async def commit(self, entry: dict, on_written=None) -> None:
+        self.cache.write_many([entry])  # raises on a full disk: nothing may count as done
+        if on_written is not None:
+            on_written()
         fut = asyncio.get_running_loop().create_future()
-        self.pending.append((entry, fut))
+        self.pending.append(fut)
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._drain())
         await fut
@@ -143,13 +148,13 @@ class _GroupCommitter:
         while self.pending:
             batch, self.pending = self.pending, []
             try:
-                await asyncio.to_thread(self.cache.append_many, [e for e, _ in batch])
+                await asyncio.to_thread(self.cache.sync)
             except Exception as e:  # noqa: BLE001 - disk full, permissions: nothing may count as done
-                for _, f in batch:
+                for f in batch:
                     if not f.done():
                         f.set_exception(e)
                 continue
-            for _, f in batch:
+            for f in batch:
                 if not f.done():
                     f.set_result(None)
 
@@ -219,8 +224,11 @@ async def _run_async(
 
     A producer prepares records ahead of the workers, a few at a time in a thread (image read +
     hash), into a bounded queue; a worker answers its record from the cache, joins an identical
-    request already in flight, or sends it. A reply counts once it is fsynced, but the worker does
-    not wait for the disk: it takes its next record while the commit runs. Memory holds images only
+    request already in flight, or sends it. A reply counts once it is fsynced; the worker does not
+    wait for the disk (it takes its next record while the fsync runs), but a new request waits for
+    a slot, and a slot is freed only when its reply is written to the cache file: never more than
+    ``concurrency`` requests are paid for and not yet on file, which bounds what a ``kill -9`` makes
+    a rerun resend. Memory holds images only
     for queued and in-flight requests, so 200k records cost no more than a few hundred.
     """
     stats = RunStats(records=len(records))
@@ -229,6 +237,7 @@ async def _run_async(
     queue: asyncio.Queue = asyncio.Queue(maxsize=2 * n_workers + prefetch_chunk)
     in_flight: dict[str, asyncio.Future] = {}  # key -> outcome of the request being sent/committed
     commits: set[asyncio.Task] = set()
+    slots = asyncio.Semaphore(n_workers)  # requests sent and not yet durable (see handle)
     bar = _Progress(len(records), 0, progress, f"distill[{teacher.name}]")
     committer = _GroupCommitter(cache) if cache is not None else None
     state = {"sending": 0, "stop": False, "sent_ok": 0}
@@ -272,7 +281,13 @@ async def _run_async(
     async def send(prep) -> tuple:
         """Send one request; returns ("entry", entry) (not yet durable), ("failure", ...) or ("stopped", None)."""
         n = state["sent_ok"]
-        tok, usd = (stats.run_tokens / n, stats.run_cost_usd / n) if n else (0.0, 0.0)
+        if n:
+            tok, usd = stats.run_tokens / n, stats.run_cost_usd / n
+        elif hasattr(teacher, "estimate_prompt_tokens"):  # no reply yet: the local estimate of this one
+            tok = float(teacher.estimate_prompt_tokens(prep))
+            usd = teacher.cost_usd(int(tok), 0)
+        else:
+            tok, usd = 0.0, 0.0
         if state["stop"] or budget.reached(stats.run_tokens, stats.run_cost_usd, state["sending"], tok, usd):
             if not state["stop"]:
                 stats.budget_exhausted = True
@@ -305,13 +320,13 @@ async def _run_async(
         bar.update(0, pt + ct, cost)
         return ("entry", entry)
 
-    async def settle(rec: VQARecord, key: str, fut: asyncio.Future, outcome: tuple) -> None:
+    async def settle(rec: VQARecord, key: str, fut: asyncio.Future, outcome: tuple, on_written=None) -> None:
         """Make a reply durable (if it is one), then publish it to the record and any twins."""
         try:
             if outcome[0] == "entry":
                 if committer is not None:
                     try:
-                        await committer.commit(outcome[1])
+                        await committer.commit(outcome[1], on_written)
                     except Exception as e:  # noqa: BLE001 - no durability: stop, not pay for replies we may lose
                         fatal.append(FatalTeacherError(f"cannot write the reply cache {cache.path}: {e}"))
                         state["stop"] = True
@@ -340,17 +355,31 @@ async def _run_async(
             return
         fut = asyncio.get_running_loop().create_future()
         in_flight[prep.key] = fut
+        # A slot is held from the send until the reply is written to the cache file, so at most
+        # `concurrency` requests are ever paid for but not yet on file: what a kill -9 can make a rerun
+        # send again. (A machine crash can also lose the last batch that was written but not fsynced.)
+        await slots.acquire()
         try:
             outcome = await send(prep)
         except BaseException:
+            slots.release()
             in_flight.pop(prep.key, None)
             fut.set_result(("stopped", None))  # never leave a twin waiting (cancellation, Ctrl-C)
             raise
         if outcome[0] == "entry" and committer is not None:
-            task = asyncio.create_task(settle(rec, prep.key, fut, outcome))  # the worker moves on
+            held = [True]
+
+            def free(*_):  # once: when the reply is written (survives kill -9), or if the commit fails
+                if held[0]:
+                    held[0] = False
+                    slots.release()
+
+            task = asyncio.create_task(settle(rec, prep.key, fut, outcome, free))  # the worker moves on
             commits.add(task)
             task.add_done_callback(commits.discard)
+            task.add_done_callback(free)
         else:
+            slots.release()
             await settle(rec, prep.key, fut, outcome)
 
     async def worker() -> None:
