@@ -58,7 +58,7 @@ def test_profile_keeps_comments_and_touches_only_its_keys(paper):
     text = paper.read_text()
     assert "# which teacher writes the rationales" in text  # a params.yaml comment survived
     merged, base = yaml.safe_load(text), yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert merged["credit"] == base["credit"]  # not in the profile: unchanged
+    assert merged["table"] == base["table"]  # not in the profile: unchanged
     assert merged["distill"]["openai"]["max_retries"] == base["distill"]["openai"]["max_retries"]
 
 
