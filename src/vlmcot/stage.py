@@ -29,6 +29,15 @@ class StageError(RuntimeError):
     """A failure the user can act on (too many bad records, missing input); printed without traceback."""
 
 
+_PARAMS_PATH = "params.yaml"
+
+
+def current_params_path() -> str:
+    """The params file the running stage was started with (a stage that matches another section's
+    settings, like control matching dpo's steps, reads that section from the same file)."""
+    return _PARAMS_PATH
+
+
 def load_stage(name: str) -> ModuleType:
     return importlib.import_module(f"vlmcot.pipeline.{name}")
 
@@ -47,6 +56,8 @@ def main(
     calls the module's ``dry_run(cfg, item)`` (print what would run) without opening an MLflow run."""
     if isinstance(module, str):
         module = load_stage(module)
+    global _PARAMS_PATH
+    _PARAMS_PATH = params_path
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         cfg = load_config(module, params_path)

@@ -17,3 +17,13 @@ STAGES: dict[str, str] = {
     "credit": "Token-level DPO credit heat maps (HTML + PNG) for chosen/rejected responses.",
     "report": "One markdown report: Tables 1/2/6, rerank curves, credit map, length histogram, MLflow runs.",
 }
+
+# The foreach stages' item option, named as in dvc.yaml's cmds (the CLI shows it only on these stages)
+ITEM_OPTIONS: dict[str, tuple[str, str]] = {
+    "sft": ("--mix", "the mix to train on (sft.mixes)"),
+    "evaluate": ("--model", "the model to evaluate (a key of evaluate.models)"),
+    "sample": ("--item", "the records to sample for (a key of sample.items)"),
+    "control": ("--item", "the control to train: cont_sft or rft"),
+}
+# stages whose module has dry_run(cfg, item): `--dry-run` prints what would run
+DRY_RUN = frozenset({"sft", "evaluate", "sample", "dpo", "control"})
