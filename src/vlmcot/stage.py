@@ -86,12 +86,28 @@ def main(
                 module.run(cfg, tracker)
             usage = resource_usage()
             tracker.log_metrics({"stage_wall_s": time.time() - t0, **usage})
+            tag_checkpoint(tracker, cfg, item)
     except (StageError, ConfigError, DataError) as e:
         print(f"error: {module.SECTION}: {e}", file=sys.stderr)
         return 1
     log.info("%s done in %.1fs (peak RSS %.0f MB)", run_name or module.SECTION, time.time() - t0,
              usage["peak_rss_mb"])
     return 0
+
+
+def tag_checkpoint(tracker, cfg, item: str | None) -> None:
+    """Reference the model directory a training stage wrote (a DVC output, never copied to MLflow):
+    its path and the md5 DVC records for it, so a run names the exact checkpoint in the DVC cache."""
+    from pathlib import Path
+
+    from vlmcot.tracking import dvc_hash
+
+    out = getattr(cfg, "out_dir", None)
+    if not isinstance(out, str) or not out.startswith("models"):
+        return
+    path = Path(out) / item if item is not None and (Path(out) / item).is_dir() else Path(out)
+    if (path / "config.json").is_file():
+        tracker.set_tags({"checkpoint.path": path.as_posix(), "checkpoint.dvc_md5": dvc_hash(path)})
 
 
 def resource_usage() -> dict[str, float]:
