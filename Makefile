@@ -9,14 +9,21 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test test-fast clean-outputs
+.PHONY: setup repro test test-fast exp clean-outputs
+
+# pip without -q: one "Collecting/Downloading/Installing" line per package, so a 5-minute install shows
+# what it is doing (--progress-bar off: a bar in a pipe or CI log is one endless line)
+PIP := $(BIN)/pip install --disable-pip-version-check --progress-bar off
 
 $(VENV)/.installed: pyproject.toml
+	@echo "== setup 1/3: virtual environment $(VENV)"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	# torch first, pinned: the local CPU wheel; a looser spec would pull GBs of CUDA wheels
-	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	@echo "== setup 2/3: torch 2.13.0 (CPU wheel; pinned so no resolver pulls CUDA wheels)"
+	$(PIP) torch==2.13.0
+	@echo "== setup 3/3: the project and its dependencies (transformers, trl, dvc, mlflow, ...)"
+	$(PIP) -e '.[test]'
 	touch $@
+	@echo "== setup done: $(VENV)"
 
 setup: $(VENV)/.installed
 
@@ -28,3 +35,12 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# `make exp SET="dpo.train.beta=0.2"` (several keys: SET="a=1 b=2"): `dvc exp run -S ...` that puts
+# params.yaml back as it was when the run fails (DVC leaves the failed -S values in the workspace)
+exp: setup
+	@test -n "$(SET)" || { echo 'usage: make exp SET="dpo.train.beta=0.2"'; exit 2; }
+	@mkdir -p .dvc/tmp && cp params.yaml .dvc/tmp/params.yaml.before-exp
+	@$(BIN)/dvc exp run $(foreach s,$(SET),-S '$(s)') $(ARGS) || { \
+	  cp .dvc/tmp/params.yaml.before-exp params.yaml; \
+	  echo "exp run failed: params.yaml restored to what it was before the run"; exit 1; }

@@ -87,12 +87,28 @@ def main(
             usage = resource_usage()
             tracker.log_metrics({"stage_wall_s": time.time() - t0, **usage})
             tag_checkpoint(tracker, cfg, item)
+            write_train_curves(tracker, module.SECTION, item)
     except (StageError, ConfigError, DataError) as e:
         print(f"error: {module.SECTION}: {e}", file=sys.stderr)
         return 1
     log.info("%s done in %.1fs (peak RSS %.0f MB)", run_name or module.SECTION, time.time() - t0,
              usage["peak_rss_mb"])
     return 0
+
+
+def write_train_curves(tracker, section: str, item: str | None) -> None:
+    """The training curves of this stage's run as a CSV DVC plots (see vlmcot.pipeline.TRAIN_CURVES)."""
+    from pathlib import Path
+
+    from vlmcot.io import write_csv
+    from vlmcot.pipeline import TRAIN_CURVES, TRAIN_CURVES_DIR
+
+    keys = TRAIN_CURVES.get(section)
+    if not keys:
+        return
+    name = f"{section}_{item}" if item is not None else section
+    columns = ["step", *(k.replace("/", "_") for k in keys)]
+    write_csv(Path(TRAIN_CURVES_DIR) / f"{name}.csv", tracker.metric_history(keys), columns=columns)
 
 
 def tag_checkpoint(tracker, cfg, item: str | None) -> None:

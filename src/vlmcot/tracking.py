@@ -91,6 +91,17 @@ class StageRun:
     def set_tags(self, tags: dict[str, str]) -> None:
         self._mlflow.set_tags(tags)
 
+    def metric_history(self, keys: list[str]) -> list[dict[str, float]]:
+        """The run's logged series of ``keys`` by step (the Trainer logs at ``logging_steps``): one row
+        per step that has any of them, columns ``step`` and the keys with '/' replaced by '_'."""
+        client = self._mlflow.MlflowClient()
+        by_step: dict[int, dict[str, float]] = {}
+        for key in keys:
+            for m in client.get_metric_history(self.run_id, key):
+                by_step.setdefault(m.step, {"step": m.step})[key.replace("/", "_")] = m.value
+        cols = [k.replace("/", "_") for k in keys]
+        return [{c: "" for c in cols} | by_step[s] for s in sorted(by_step)]
+
 
 def _dvc_ancestor() -> tuple[int, str] | None:
     """(pid, start time) of the `dvc` process this stage runs under, if any (Linux /proc)."""

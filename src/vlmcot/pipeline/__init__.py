@@ -25,5 +25,15 @@ ITEM_OPTIONS: dict[str, tuple[str, str]] = {
     "sample": ("--item", "the records to sample for (a key of sample.items)"),
     "control": ("--item", "the control to train: cont_sft or rft"),
 }
+# Training curves (DVC plots, so `dvc plots diff` compares experiments): after a training stage, the
+# Trainer's logged series of these keys (from the stage's MLflow run) go to
+# <TRAIN_CURVES_DIR>/<stage>[_<item>].csv, one row per logging step ('/' in a key becomes '_')
+TRAIN_CURVES_DIR = "metrics/plots/train"
+TRAIN_CURVES: dict[str, list[str]] = {
+    "base": ["loss"],
+    "sft": ["loss"],
+    "dpo": ["loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"],
+    "control": ["loss"],
+}
 # stages whose module has dry_run(cfg, item): `--dry-run` prints what would run
 DRY_RUN = frozenset({"sft", "evaluate", "sample", "dpo", "control"})

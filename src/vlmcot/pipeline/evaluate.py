@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 from vlmcot.config import ConfigError, StrictModel
 from vlmcot.generation import GenerationConfig
 from vlmcot.io import read_jsonl, write_json, write_jsonl
+from vlmcot.summary import eval_summary, write_summary
 from vlmcot.vllm_backend import VLLMConfig
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class Config(StrictModel):
     predictions_dir: str = "data/eval"
     # metrics go to <metrics_dir>/<model>.json
     metrics_dir: str = "metrics/eval"
+    # headline (DVC metrics) <summary_dir>/<model>.json: average accuracy per prompt, % (vlmcot.summary)
+    summary_dir: str = "metrics/paper"
     # image paths are relative to this folder
     root: str = "."
     # generation backend: "hf" (transformers in-process) or "vllm" (paper scale; `pip install vllm`)
@@ -140,6 +143,7 @@ def run(cfg: Config, tracker, item: str | None = None) -> None:
     write_jsonl(Path(cfg.predictions_dir) / f"{name}.jsonl", rows, sort_key=None)
     metrics = summarize(rows, name)
     write_json(Path(cfg.metrics_dir) / f"{name}.json", metrics)
+    write_summary(Path(cfg.summary_dir) / f"{name}.json", eval_summary(metrics, name))
     tracker.log_metrics(metrics)
     tracker.log_text(markdown_table(metrics), f"eval_{name}.md")
     log.info("\n%s", markdown_table(metrics))
