@@ -38,7 +38,9 @@ test-fast: setup
 
 # `make exp SET="dpo.train.beta=0.2"` (several keys: SET="a=1 b=2"): `dvc exp run -S ...` that puts
 # params.yaml back as it was when the run fails (DVC leaves the failed -S values in the workspace)
-exp: setup
+# (no `setup` prerequisite: an experiment never reinstalls; `make repro` or `make setup` comes first)
+exp:
+	@test -x $(BIN)/dvc || { echo "no $(BIN)/dvc: run make setup (or make repro) first"; exit 2; }
 	@test -n "$(SET)" || { echo 'usage: make exp SET="dpo.train.beta=0.2"'; exit 2; }
 	@mkdir -p .dvc/tmp && cp params.yaml .dvc/tmp/params.yaml.before-exp
 	@$(BIN)/dvc exp run $(foreach s,$(SET),-S '$(s)') $(ARGS) || { \
