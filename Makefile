@@ -36,13 +36,17 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# `make exp SET="dpo.train.beta=0.2"` (several keys: SET="a=1 b=2"): `dvc exp run -S ...` that puts
-# params.yaml back as it was when the run fails (DVC leaves the failed -S values in the workspace)
+# `make exp SET="dpo.train.beta=0.2"` (several keys: SET="a=1 b=2"; more dvc flags: ARGS="-n name"):
+# `dvc exp run -S ...` that, when the run fails, puts the workspace back as it was: params.yaml (DVC
+# leaves the failed -S values in it), the uncached outputs under metrics/ and the cached ones
+# (`dvc checkout`): DVC deletes a failing stage's outputs before running it.
 # (no `setup` prerequisite: an experiment never reinstalls; `make repro` or `make setup` comes first)
+BEFORE := .dvc/tmp/before-exp
 exp:
 	@test -x $(BIN)/dvc || { echo "no $(BIN)/dvc: run make setup (or make repro) first"; exit 2; }
 	@test -n "$(SET)" || { echo 'usage: make exp SET="dpo.train.beta=0.2"'; exit 2; }
-	@mkdir -p .dvc/tmp && cp params.yaml .dvc/tmp/params.yaml.before-exp
+	@rm -rf $(BEFORE) && mkdir -p $(BEFORE) && cp params.yaml $(BEFORE)/ && cp -a metrics $(BEFORE)/metrics
 	@$(BIN)/dvc exp run $(foreach s,$(SET),-S '$(s)') $(ARGS) || { \
-	  cp .dvc/tmp/params.yaml.before-exp params.yaml; \
-	  echo "exp run failed: params.yaml restored to what it was before the run"; exit 1; }
+	  cp $(BEFORE)/params.yaml params.yaml && rm -rf metrics && cp -a $(BEFORE)/metrics metrics; \
+	  $(BIN)/dvc checkout -q; \
+	  echo "exp run failed: params.yaml, metrics/ and the DVC outputs are back as they were before it"; exit 1; }

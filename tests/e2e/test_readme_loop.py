@@ -11,7 +11,7 @@ way a user types them after `make repro`:
     .venv/bin/dvc exp show --only-changed
     .venv/bin/dvc plots diff            # offline page, training curves included
 
-and a failing `make exp` leaves params.yaml as it was. MLflow: the experiment's stage runs carry its
+and a failing `make exp` leaves the workspace as it was (params.yaml, metrics, DVC outputs). MLflow: the experiment's stage runs carry its
 name, share one parent run, and the dpo run names the checkpoint DVC recorded.
 """
 
@@ -137,8 +137,12 @@ def test_readme_change_one_thing_block(tmp_path, monkeypatch):
 
     # 3. a failing run leaves params.yaml as it was
     after = (repo / "params.yaml").read_text()
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
     fail = _sh(repo, "make exp SET=dpo.sft_model=models/missing", env, ok=False)
     assert fail.returncode != 0 and (repo / "params.yaml").read_text() == after
+    # and the outputs DVC deleted before running the failing stage are back: nothing stale, nothing lost
+    assert _sh(repo, ".venv/bin/dvc status", env).stdout.strip().startswith("Data and pipelines are up to date")
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout == status
     assert before != after
 
     # 4. MLflow: the experiment's runs carry its name, share a parent, and name the DVC checkpoint
