@@ -9,14 +9,21 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test test-fast clean-outputs vllm-env
+.PHONY: setup repro test test-fast exp clean-outputs vllm-env
+
+# pip without -q: one "Collecting/Downloading/Installing" line per package, so a 5-minute install shows
+# what it is doing (--progress-bar off: a bar in a pipe or CI log is one endless line)
+PIP := $(BIN)/pip install --disable-pip-version-check --progress-bar off
 
 $(VENV)/.installed: pyproject.toml
+	@echo "== setup 1/3: virtual environment $(VENV)"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	# torch first, pinned: the local CPU wheel; a looser spec would pull GBs of CUDA wheels
-	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	@echo "== setup 2/3: torch 2.13.0 (CPU wheel; pinned so no resolver pulls CUDA wheels)"
+	$(PIP) torch==2.13.0
+	@echo "== setup 3/3: the project and its dependencies (transformers, trl, dvc, mlflow, ...)"
+	$(PIP) -e '.[test]'
 	touch $@
+	@echo "== setup done: $(VENV)"
 
 setup: $(VENV)/.installed
 
@@ -34,7 +41,22 @@ test-fast: setup
 VLLM_VENV := .venv-vllm
 $(VLLM_VENV)/.installed: requirements-vllm.txt
 	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-vllm.txt
+	$(VLLM_VENV)/bin/pip install --disable-pip-version-check --progress-bar off -r requirements-vllm.txt
 	touch $@
 
 vllm-env: $(VLLM_VENV)/.installed
+
+# `make exp SET="dpo.train.beta=0.2"` (several keys: SET="a=1 b=2"; more dvc flags: ARGS="-n name"):
+# `dvc exp run -S ...` that, when the run fails, puts the workspace back as it was: params.yaml (DVC
+# leaves the failed -S values in it), the uncached outputs under metrics/ and the cached ones
+# (`dvc checkout`): DVC deletes a failing stage's outputs before running it.
+# (no `setup` prerequisite: an experiment never reinstalls; `make repro` or `make setup` comes first)
+BEFORE := .dvc/tmp/before-exp
+exp:
+	@test -x $(BIN)/dvc || { echo "no $(BIN)/dvc: run make setup (or make repro) first"; exit 2; }
+	@test -n "$(SET)" || { echo 'usage: make exp SET="dpo.train.beta=0.2"'; exit 2; }
+	@rm -rf $(BEFORE) && mkdir -p $(BEFORE) && cp params.yaml $(BEFORE)/ && cp -a metrics $(BEFORE)/metrics
+	@$(BIN)/dvc exp run $(foreach s,$(SET),-S '$(s)') $(ARGS) || { \
+	  cp $(BEFORE)/params.yaml params.yaml && rm -rf metrics && cp -a $(BEFORE)/metrics metrics; \
+	  $(BIN)/dvc checkout -q; \
+	  echo "exp run failed: params.yaml, metrics/ and the DVC outputs are back as they were before it"; exit 1; }

@@ -1,11 +1,15 @@
 """DVC stage `base`: see vlmcot.pipeline.base for what it does.
 
-    python stages/base.py [--params params.yaml]      # same as: vlmcot base
+    python3 stages/base.py [--params params.yaml]      # same as: vlmcot base
 """
 
 import sys
 
-from vlmcot.stage import cli_entry
+import _project_python
+
+_project_python.ensure()
+
+from vlmcot.stage import cli_entry  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(cli_entry("base"))

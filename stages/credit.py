@@ -1,11 +1,15 @@
 """DVC stage `credit`: see vlmcot.pipeline.credit for what it does.
 
-    python stages/credit.py [--params params.yaml]      # same as: vlmcot credit
+    python3 stages/credit.py [--params params.yaml]      # same as: vlmcot credit
 """
 
 import sys
 
-from vlmcot.stage import cli_entry
+import _project_python
+
+_project_python.ensure()
+
+from vlmcot.stage import cli_entry  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(cli_entry("credit"))

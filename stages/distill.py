@@ -5,7 +5,11 @@ python stages/distill.py [--params params.yaml]      # same as: vlmcot distill
 
 import sys
 
-from vlmcot.stage import cli_entry
+import _project_python
+
+_project_python.ensure()
+
+from vlmcot.stage import cli_entry  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(cli_entry("distill"))

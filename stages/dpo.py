@@ -1,11 +1,15 @@
 """DVC stage `dpo`: see vlmcot.pipeline.dpo for what it does.
 
-    python stages/dpo.py [--params params.yaml]      # same as: vlmcot dpo
+    python3 stages/dpo.py [--params params.yaml]      # same as: vlmcot dpo
 """
 
 import sys
 
-from vlmcot.stage import cli_entry
+import _project_python
+
+_project_python.ensure()
+
+from vlmcot.stage import cli_entry  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(cli_entry("dpo"))

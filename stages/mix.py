@@ -1,11 +1,15 @@
 """DVC stage `mix`: see vlmcot.pipeline.mix for what it does.
 
-    python stages/mix.py [--params params.yaml]      # same as: vlmcot mix
+    python3 stages/mix.py [--params params.yaml]      # same as: vlmcot mix
 """
 
 import sys
 
-from vlmcot.stage import cli_entry
+import _project_python
+
+_project_python.ensure()
+
+from vlmcot.stage import cli_entry  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(cli_entry("mix"))

@@ -1,11 +1,15 @@
 """DVC stage `pairs`: see vlmcot.pipeline.pairs for what it does.
 
-    python stages/pairs.py [--params params.yaml]      # same as: vlmcot pairs
+    python3 stages/pairs.py [--params params.yaml]      # same as: vlmcot pairs
 """
 
 import sys
 
-from vlmcot.stage import cli_entry
+import _project_python
+
+_project_python.ensure()
+
+from vlmcot.stage import cli_entry  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(cli_entry("pairs"))

@@ -1,11 +1,15 @@
 """DVC stage `report`: see vlmcot.pipeline.report for what it does.
 
-    python stages/report.py [--params params.yaml]      # same as: vlmcot report
+    python3 stages/report.py [--params params.yaml]      # same as: vlmcot report
 """
 
 import sys
 
-from vlmcot.stage import cli_entry
+import _project_python
+
+_project_python.ensure()
+
+from vlmcot.stage import cli_entry  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(cli_entry("report"))

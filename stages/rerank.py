@@ -1,11 +1,15 @@
 """DVC stage `rerank`: see vlmcot.pipeline.rerank for what it does.
 
-    python stages/rerank.py [--params params.yaml]      # same as: vlmcot rerank
+    python3 stages/rerank.py [--params params.yaml]      # same as: vlmcot rerank
 """
 
 import sys
 
-from vlmcot.stage import cli_entry
+import _project_python
+
+_project_python.ensure()
+
+from vlmcot.stage import cli_entry  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(cli_entry("rerank"))

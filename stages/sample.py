@@ -1,11 +1,15 @@
 """DVC stage `sample`: see vlmcot.pipeline.sample for what it does.
 
-    python stages/sample.py [--params params.yaml] --item train|eval      # same as: vlmcot sample
+    python3 stages/sample.py [--params params.yaml] --item train|eval      # same as: vlmcot sample
 """
 
 import sys
 
-from vlmcot.stage import cli_entry
+import _project_python
+
+_project_python.ensure()
+
+from vlmcot.stage import cli_entry  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(cli_entry("sample"))

@@ -1,11 +1,15 @@
 """DVC stage `table`: see vlmcot.pipeline.table for what it does.
 
-    python stages/table.py [--params params.yaml]      # same as: vlmcot table
+    python3 stages/table.py [--params params.yaml]      # same as: vlmcot table
 """
 
 import sys
 
-from vlmcot.stage import cli_entry
+import _project_python
+
+_project_python.ensure()
+
+from vlmcot.stage import cli_entry  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(cli_entry("table"))

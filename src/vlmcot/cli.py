@@ -8,26 +8,37 @@ from __future__ import annotations
 
 import typer
 
-from vlmcot.pipeline import STAGES
+from vlmcot.pipeline import DRY_RUN, ITEM_OPTIONS, SHARDED, STAGES
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 
 
 def _make_stage_command(name: str, help_text: str):
-    def command(
-        params: str = typer.Option("params.yaml", "--params", "-p", help="params file"),
-        item: str | None = typer.Option(
-            None, "--item", "--mix", "--model", help="foreach item of the stage (sft: a mix; evaluate: a model)"
-        ),
-        dry_run: bool = typer.Option(False, "--dry-run", help="print what would run (command, resolved config)"),
-        shard: str | None = typer.Option(
-            None, "--shard", help="sample/evaluate: run slice i of N (i/N, e.g. 0/2); the run without --shard merges"
-        ),
-    ) -> None:
+    """A stage subcommand with only the options that stage takes: --params always, the foreach item
+    option (--mix / --model / --item) on foreach stages, --dry-run where the stage implements it."""
+    import inspect
+
+    item_opt = ITEM_OPTIONS.get(name)
+
+    def command(**kwargs) -> None:
         from vlmcot.stage import main
 
-        raise typer.Exit(main(name, params, item=item, dry_run=dry_run, shard=shard))
+        raise typer.Exit(main(name, kwargs["params"], item=kwargs.get("item"), dry_run=kwargs.get("dry_run", False),
+                              shard=kwargs.get("shard")))
 
+    P = inspect.Parameter
+    sig = [P("params", P.KEYWORD_ONLY, annotation=str,
+             default=typer.Option("params.yaml", "--params", "-p", help="params file"))]
+    if item_opt:
+        sig.append(P("item", P.KEYWORD_ONLY, annotation=str | None,
+                     default=typer.Option(None, item_opt[0], help=item_opt[1])))
+    if name in DRY_RUN:
+        sig.append(P("dry_run", P.KEYWORD_ONLY, annotation=bool,
+                     default=typer.Option(False, "--dry-run", help="print what would run (command, resolved config)")))
+    if name in SHARDED:
+        sig.append(P("shard", P.KEYWORD_ONLY, annotation=str | None,
+                     default=typer.Option(None, "--shard", help="run slice i of N (i/N, e.g. 0/2); the run without --shard merges")))
+    command.__signature__ = inspect.Signature(sig)
     command.__name__ = name
     command.__doc__ = help_text
     return command

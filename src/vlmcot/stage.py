@@ -29,6 +29,15 @@ class StageError(RuntimeError):
     """A failure the user can act on (too many bad records, missing input); printed without traceback."""
 
 
+_PARAMS_PATH = "params.yaml"
+
+
+def current_params_path() -> str:
+    """The params file the running stage was started with (a stage that matches another section's
+    settings, like control matching dpo's steps, reads that section from the same file)."""
+    return _PARAMS_PATH
+
+
 def load_stage(name: str) -> ModuleType:
     return importlib.import_module(f"vlmcot.pipeline.{name}")
 
@@ -60,6 +69,8 @@ def main(
     ``shard`` ("i/N", stages with ``SHARDABLE``) runs one of N slices, which the plain run merges."""
     if isinstance(module, str):
         module = load_stage(module)
+    global _PARAMS_PATH
+    _PARAMS_PATH = params_path
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         cfg = load_config(module, params_path)
@@ -94,12 +105,44 @@ def main(
                 module.run(cfg, tracker, **shard_kw)
             usage = resource_usage()
             tracker.log_metrics({"stage_wall_s": time.time() - t0, **usage})
+            tag_checkpoint(tracker, cfg, item)
+            write_train_curves(tracker, module.SECTION, item)
     except (StageError, ConfigError, DataError) as e:
         print(f"error: {module.SECTION}: {e}", file=sys.stderr)
         return 1
     log.info("%s done in %.1fs (peak RSS %.0f MB)", run_name or module.SECTION, time.time() - t0,
              usage["peak_rss_mb"])
     return 0
+
+
+def write_train_curves(tracker, section: str, item: str | None) -> None:
+    """The training curves of this stage's run as a CSV DVC plots (see vlmcot.pipeline.TRAIN_CURVES)."""
+    from pathlib import Path
+
+    from vlmcot.io import write_csv
+    from vlmcot.pipeline import TRAIN_CURVES, TRAIN_CURVES_DIR
+
+    keys = TRAIN_CURVES.get(section)
+    if not keys:
+        return
+    name = f"{section}_{item}" if item is not None else section
+    columns = ["step", *(k.replace("/", "_") for k in keys)]
+    write_csv(Path(TRAIN_CURVES_DIR) / f"{name}.csv", tracker.metric_history(keys), columns=columns)
+
+
+def tag_checkpoint(tracker, cfg, item: str | None) -> None:
+    """Reference the model directory a training stage wrote (a DVC output, never copied to MLflow):
+    its path and the md5 DVC records for it, so a run names the exact checkpoint in the DVC cache."""
+    from pathlib import Path
+
+    from vlmcot.tracking import dvc_hash
+
+    out = getattr(cfg, "out_dir", None)
+    if not isinstance(out, str) or not out.startswith("models"):
+        return
+    path = Path(out) / item if item is not None and (Path(out) / item).is_dir() else Path(out)
+    if (path / "config.json").is_file():
+        tracker.set_tags({"checkpoint.path": path.as_posix(), "checkpoint.dvc_md5": dvc_hash(path)})
 
 
 def resource_usage() -> dict[str, float]:

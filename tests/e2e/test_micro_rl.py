@@ -102,7 +102,7 @@ def test_micro_sample_pairs_dpo_evaluate_rerank_credit_report(tmp_path, monkeypa
             for n in (1, 2, 4, 8):
                 assert 0 <= r[f"{ds}.{method}.n{n}"] <= 1
         assert r[f"{ds}.oracle.n8"] >= r[f"{ds}.majority.n8"]  # pass@N bounds any vote
-        head = Path(f"metrics/plots/rerank_{ds}.csv").read_text().splitlines()
+        head = Path(f"metrics/plots/rerank/rerank_{ds}.csv").read_text().splitlines()
         assert head[0] == "n,best_of_n,majority,oracle,weighted" and len(head) == 1 + 4
     rewards = read_jsonl("data/rerank/rewards.jsonl")
     assert len(rewards) == 12 * 8 and all(x["tokens"] >= 1 for x in rewards)

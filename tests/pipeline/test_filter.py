@@ -34,7 +34,7 @@ def world(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", [{k: v for k, v in r.items() if v is not None} for r in recs])
     write_jsonl(tmp_path / "replies.jsonl", replies)
     cfg = filt.Config(records=str(tmp_path / "train.jsonl"), replies=str(tmp_path / "replies.jsonl"),
-                      out=str(tmp_path / "out/cot.jsonl"), metrics=str(tmp_path / "filter.json"),
+                      out=str(tmp_path / "out/cot.jsonl"), metrics=str(tmp_path / "filter.json"), summary=str(tmp_path / "summary.json"),
                       lengths_csv=str(tmp_path / "lengths.csv"), lengths_png=str(tmp_path / "len.png"))
     return cfg
 

@@ -17,3 +17,25 @@ STAGES: dict[str, str] = {
     "credit": "Token-level DPO credit heat maps (HTML + PNG) for chosen/rejected responses.",
     "report": "One markdown report: Tables 1/2/6, rerank curves, credit map, length histogram, MLflow runs.",
 }
+
+# The foreach stages' item option, named as in dvc.yaml's cmds (the CLI shows it only on these stages)
+ITEM_OPTIONS: dict[str, tuple[str, str]] = {
+    "sft": ("--mix", "the mix to train on (sft.mixes)"),
+    "evaluate": ("--model", "the model to evaluate (a key of evaluate.models)"),
+    "sample": ("--item", "the records to sample for (a key of sample.items)"),
+    "control": ("--item", "the control to train: cont_sft or rft"),
+}
+# Training curves (DVC plots, so `dvc plots diff` compares experiments): after a training stage, the
+# Trainer's logged series of these keys (from the stage's MLflow run) go to
+# <TRAIN_CURVES_DIR>/<stage>[_<item>].csv, one row per logging step ('/' in a key becomes '_')
+TRAIN_CURVES_DIR = "metrics/plots/train"
+TRAIN_CURVES: dict[str, list[str]] = {
+    "base": ["loss"],
+    "sft": ["loss"],
+    "dpo": ["loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"],
+    "control": ["loss"],
+}
+# stages whose module has dry_run(cfg, item): `--dry-run` prints what would run
+DRY_RUN = frozenset({"sft", "evaluate", "sample", "dpo", "control"})
+# stages that run one slice of their questions with --shard i/N (a run without it merges the slices)
+SHARDED = frozenset({"sample", "evaluate"})

@@ -299,6 +299,7 @@ def pretrain_reading(cfg: Config, model, processor, train: list[VQARecord], trac
     from vlmcot.world.layout import COLOUR_CLASSES
 
     vp = cfg.vision_pretrain
+    log.info("vision pretraining: labelling the patches of %d train images", len(train))
     x, y_tok, y_col, vocab, errors = reading_targets(train, processor, cfg)
     if errors:
         log.warning("vision pretraining: %d train images skipped (first: %s)", len(errors), errors[0])

@@ -5,8 +5,10 @@
 
 A DVC foreach (control@cont_sft, control@rft). Both start from ``sft_model`` and train with the SFT
 engineer's wrapper (vlmcot.training.sft.train_sft) for ``train.max_steps`` steps, or, when that is
-<= 0, for the ``global_step`` recorded in ``steps_from`` (the DPO stage's metrics): the same compute
-as DPO. Outputs ``<out_dir>/<item>`` (model + processor + resolved config) and
+<= 0, for as many optimizer steps as the ``steps_from`` section (``dpo``) of the same params file takes:
+computed from its pairs file and its epochs / batch / accumulation / process count, the way the
+Trainer counts them. Computed, not read from DPO's metrics, so a DPO-only change (``dpo.train.beta``)
+does not retrain the controls (dvc.yaml lists exactly those dpo keys as the controls' params). Outputs ``<out_dir>/<item>`` (model + processor + resolved config) and
 ``<metrics_dir>/<item>.json``. Evaluate them as more models of the evaluate stage.
 With ``launch.num_processes > 1`` training re-launches under ``accelerate launch`` like sft and dpo
 (an 8B fine-tune does not fit one process).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shlex
 import subprocess
@@ -56,8 +59,9 @@ class Config(StrictModel):
     seed: int = 0
     # prompt layout of the RFT rows; must be the one `sample` used
     prompt_style: str = "paper"
-    # when train.max_steps <= 0: train for the global_step recorded in this JSON (DPO's metrics)
-    steps_from: str | None = "metrics/dpo.json"
+    # when train.max_steps <= 0: match the optimizer steps of this params section's DPO run (its pairs,
+    # epochs, batch, accumulation, processes)
+    steps_from: str | None = "dpo"
     # models go to <out_dir>/<item>
     out_dir: str = "models/control"
     # checkpoints (resume) in <checkpoint_dir>/<item>
@@ -82,20 +86,28 @@ def _item(item: str | None) -> str:
     return item
 
 
-def steps(cfg: Config) -> int:
-    from vlmcot.stage import StageError
+def steps(cfg: Config, params_path: str | None = None) -> int:
+    from vlmcot.stage import StageError, current_params_path, load_config, load_stage
 
     if cfg.train.max_steps > 0:
         return cfg.train.max_steps
     if not cfg.steps_from:
         raise ConfigError("control: set control.train.max_steps > 0 or control.steps_from")
-    p = Path(cfg.steps_from)
-    if not p.is_file():
-        raise StageError(f"{p} not found (run the dpo stage first, or set control.train.max_steps)")
-    n = int(read_json(p).get("global_step", 0))
-    if n <= 0:
-        raise StageError(f"{p}: no positive global_step to match")
-    return n
+    dpo_module = load_stage(cfg.steps_from)
+    dpo_cfg = load_config(dpo_module, params_path or current_params_path())
+    if dpo_cfg.train.max_steps > 0:
+        return dpo_cfg.train.max_steps
+    if not Path(dpo_cfg.pairs).is_file():
+        raise StageError(f"{dpo_cfg.pairs} not found (run the pairs stage first, or set control.train.max_steps)")
+    n_pairs = len(dpo_module.load_rows(dpo_cfg)[0])
+    return trainer_steps(n_pairs, dpo_cfg.train.per_device_train_batch_size * dpo_cfg.launch.num_processes,
+                         dpo_cfg.train.gradient_accumulation_steps, dpo_cfg.train.num_train_epochs)
+
+
+def trainer_steps(n_rows: int, batch: int, accumulation: int, epochs: float) -> int:
+    """Optimizer steps of a Trainer run with max_steps <= 0: ceil(batches / accumulation) per epoch."""
+    per_epoch = max(math.ceil(math.ceil(n_rows / batch) / accumulation), 1)
+    return math.ceil(epochs * per_epoch)
 
 
 def conversations(cfg: Config, item: str) -> list[dict]:

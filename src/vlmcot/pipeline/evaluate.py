@@ -22,6 +22,7 @@ from vlmcot.io import read_jsonl, write_json, write_jsonl
 from vlmcot.judge import JudgeConfig
 from vlmcot.server_backend import ServerConfig
 from vlmcot.teacher.openai_backend import FatalTeacherError
+from vlmcot.summary import eval_summary, write_summary
 from vlmcot.vllm_backend import VLLMConfig
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class Config(StrictModel):
     predictions_dir: str = "data/eval"
     # metrics go to <metrics_dir>/<model>.json
     metrics_dir: str = "metrics/eval"
+    # headline (DVC metrics) <summary_dir>/<model>.json: average accuracy per prompt, % (vlmcot.summary)
+    summary_dir: str = "metrics/paper"
     # image paths are relative to this folder
     root: str = "."
     # generation backend: "hf" (transformers in-process), "vllm" (in-process; needs the vllm package) or
@@ -232,6 +235,7 @@ def run(cfg: Config, tracker, item: str | None = None, shard: tuple[int, int] | 
     write_json(Path(cfg.metrics_dir) / f"{name}.json", metrics)
     for f in shard_files:  # merged into the predictions
         f.unlink()
+    write_summary(Path(cfg.summary_dir) / f"{name}.json", eval_summary(metrics, name))
     tracker.log_metrics(metrics)
     tracker.log_text(markdown_table(metrics), f"eval_{name}.md")
     log.info("\n%s", markdown_table(metrics))

@@ -20,6 +20,7 @@ from vlmcot.answers import extract_answer
 from vlmcot.config import StrictModel
 from vlmcot.images import ImagePolicy
 from vlmcot.io import iter_jsonl, write_csv, write_json, write_jsonl
+from vlmcot.summary import pct, write_summary
 from vlmcot.metrics import get_metric
 from vlmcot.records import CoTRecord, VQARecord, load_vqa
 from vlmcot.stage import StageError
@@ -40,6 +41,8 @@ class Config(StrictModel):
     min_score: float = Field(1.0, ge=0, le=1)
     # Table 1 counts
     metrics: str = "metrics/filter.json"
+    # headline (DVC metrics): rationales kept and their share, % (Table 1 totals; vlmcot.summary)
+    summary: str = "metrics/paper/filter.json"
     # Figure 3: answer length histogram (CSV for `dvc plots`, PNG for MLflow)
     lengths_csv: str = "metrics/plots/answer_lengths.csv"
     lengths_png: str = "data/filter/answer_lengths.png"
@@ -144,6 +147,7 @@ def run(cfg: Config, tracker) -> None:
     metrics["total.invalid_records"] = len(errors)
     metrics["total.invalid_replies"] = len(bad_replies)
     write_json(cfg.metrics, metrics)
+    write_summary(cfg.summary, {"kept": len(kept), "kept_rate": pct(metrics["total.kept_rate"])})
     tracker.log_metrics(metrics)
 
     cot_len = [len(k.cot.split()) for k in kept]

@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from vlmcot.config import StrictModel
 from vlmcot.io import iter_jsonl, read_jsonl, write_csv, write_json, write_jsonl
+from vlmcot.summary import write_summary
 from vlmcot.pairs import build_pairs
 from vlmcot.prompts import PROMPT_STYLES
 from vlmcot.records import Candidate, validate_vqa
@@ -39,6 +40,8 @@ class Config(StrictModel):
     out: str = "data/pairs/pairs.jsonl"
     # per-dataset counts, drop reasons, truncation rates (for `dvc metrics`)
     metrics: str = "metrics/pairs.json"
+    # headline (DVC metrics): pair and question counts (vlmcot.summary)
+    summary: str = "metrics/paper/pairs.json"
     # per-question sample accuracy histogram, bins of 1/N (for `dvc plots`)
     plot: str = "metrics/plots/pair_accuracy_hist.csv"
     # keep questions whose sample accuracy is in [low, high], inclusive (paper: 0.25, 0.85)
@@ -118,6 +121,7 @@ def run(cfg: Config, tracker) -> None:
     metrics["all.bad_candidate_rows"] = len(cand_errors)
     metrics["all.bad_records"] = len(rec_errors)
     write_json(cfg.metrics, metrics)
+    write_summary(cfg.summary, {"pairs": metrics.get("all.pairs", 0), "questions": metrics.get("all.kept", 0)})
     hist = stats.histogram()
     write_csv(cfg.plot, hist)
 

@@ -48,7 +48,7 @@ class Config(StrictModel):
         "dpo": "6 SFT + DPO", "cont_sft": "control: continued SFT", "rft": "control: RFT (own correct samples)",
     }
     # rerank curve CSVs (rerank_<dataset>.csv) and the rerank metrics
-    plots_dir: str = "metrics/plots"
+    plots_dir: str = "metrics/plots/rerank"
     rerank_metrics: str = "metrics/rerank.json"
     # the credit heat map PNG (copied next to the report)
     credit_png: str = "data/credit/credit.png"

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from vlmcot.config import StrictModel
 from vlmcot.io import output_path, read_jsonl, write_csv, write_json, write_jsonl
+from vlmcot.summary import rerank_summary, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,11 @@ class Config(StrictModel):
     # per-candidate rewards
     rewards: str = "data/rerank/rewards.jsonl"
     # curve CSVs: <plots_dir>/rerank_<dataset>.csv
-    plots_dir: str = "metrics/plots"
+    plots_dir: str = "metrics/plots/rerank"
     # accuracy at each N per method per dataset
     metrics: str = "metrics/rerank.json"
+    # headline (DVC metrics): the voting accuracies at the largest N, % (vlmcot.summary)
+    summary: str = "metrics/paper/rerank.json"
     # image paths are relative to this folder
     root: str = "."
     # weights dtype (paper scale: bfloat16)
@@ -199,5 +202,6 @@ def run(cfg: Config, tracker) -> None:
         if good and badr:
             metrics[f"{ds}.reward_gap"] = round(statistics.fmean(good) - statistics.fmean(badr), 6)
     write_json(cfg.metrics, metrics)
+    write_summary(cfg.summary, rerank_summary(metrics))
     tracker.log_metrics(metrics)
     log.info("rerank: %s", {k: v for k, v in metrics.items() if k.startswith("avg.")})

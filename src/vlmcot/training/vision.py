@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pydantic import Field
 
 from vlmcot.config import StrictModel
+from vlmcot.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def pretrain_vision_tower(
     ce = torch.nn.functional.cross_entropy
     tower.train()
     start, loss_v = time.perf_counter(), float("nan")
+    progress = Progress("vision pretraining", cfg.steps, logger=log)
     for step in range(1, cfg.steps + 1):
         idx = torch.randint(0, len(x), (min(cfg.batch_size, len(x)),), generator=gen)
         with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -113,6 +115,7 @@ def pretrain_vision_tower(
         opt.step()
         sched.step()
         loss_v = loss.item()
+        progress.update(extra=f"loss {loss_v:.4f}")
         if log_metrics and (step % cfg.logging_steps == 0 or step == cfg.steps):
             log_metrics({"vision_pretrain.loss": loss_v, "vision_pretrain.lr": sched.get_last_lr()[0]}, step)
     stats = {"steps": cfg.steps, "final_loss": loss_v, "runtime_s": time.perf_counter() - start}
