@@ -47,8 +47,7 @@ def test_multi_process_control_relaunches_under_accelerate(tmp_path, monkeypatch
     from vlmcot.pipeline import control
     from vlmcot.pipeline.sft import LaunchConfig
 
-    write_json(tmp_path / "dpo.json", {"global_step": 12})
-    cfg = Config(steps_from=str(tmp_path / "dpo.json"), out_dir=str(tmp_path / "models"),
+    cfg = Config(train=TrainConfig(max_steps=12), out_dir=str(tmp_path / "models"),
                  metrics_dir=str(tmp_path / "metrics"),
                  launch=LaunchConfig(num_processes=8, accelerate_config="configs/accelerate/zero3.yaml"))
     trained = []
