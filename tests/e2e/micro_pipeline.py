@@ -39,11 +39,13 @@ CHECKPOINTS = {
 }
 
 
-def make_workdir(root: Path, threads: int = 2) -> None:
+def make_workdir(root: Path, threads: int = 2, wide: bool = False) -> None:
     """World records + images (4 per family), a 'both' mix, DPO pairs and params.yaml in ``root``.
 
     Step counts put checkpoints both at an epoch boundary (base: 4 steps an epoch, checkpoint 4) and
     inside an epoch (the others: checkpoint 3), so both ways the Trainer resumes its data are covered.
+    ``wide``: activations above ATen's parallel grain size (32768 elements), so with ``threads`` > 1
+    the elementwise and reduction kernels really split work between threads.
     """
     from vlmcot.io import write_jsonl
     from vlmcot.prompts import build_prompt, format_response
@@ -74,10 +76,12 @@ def make_workdir(root: Path, threads: int = 2) -> None:
     write_jsonl(root / "data/mix/both.jsonl", mix, sort_key="id")
     write_jsonl(root / "data/pairs/pairs.jsonl", pairs, sort_key="id")
 
-    model = dict(image_size=64, patch_size=8, vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=48,
-                 text_layers=1, text_heads=2, text_intermediate=96, max_position=384, vocab_size=400)
+    w = 2 if wide else 1
+    model = dict(image_size=64, patch_size=8, vision_hidden=32 * w, vision_layers=1, vision_heads=2,
+                 text_hidden=48 * w, text_layers=w, text_heads=2, text_intermediate=96 * w, max_position=384,
+                 vocab_size=400)
     # bf16 as in params.yaml (autocast on the CPU): the kernels production trains with
-    common = dict(learning_rate=3e-3, per_device_train_batch_size=4, logging_steps=1, save_total_limit=2,
+    common = dict(learning_rate=3e-3, per_device_train_batch_size=4 * w, logging_steps=1, save_total_limit=2,
                   max_length=384, bf16=True)
     params = {
         "base": {"model": model, "torch_threads": threads, "eval_images": 0,
@@ -117,7 +121,7 @@ def losses(stdout: str) -> dict[str, dict[int, float]]:
     return out
 
 
-def run(root: Path, *stages: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run(root: Path, *stages: str, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run ``stages`` to completion in a driver subprocess; fail with its stderr tail."""
     out = subprocess.run([sys.executable, str(HERE), str(root), *stages], env=_env(root), capture_output=True,
                          text=True, timeout=timeout)
@@ -125,7 +129,7 @@ def run(root: Path, *stages: str, timeout: float = 300) -> subprocess.CompletedP
     return out
 
 
-def run_and_kill(root: Path, pause: int, *stages: str, timeout: float = 300) -> str:
+def run_and_kill(root: Path, pause: int, *stages: str, timeout: float = 900) -> str:
     """Run ``stages``; SIGKILL the process once the last one paused after step ``pause``. Its stdout."""
     proc = subprocess.Popen([sys.executable, str(HERE), str(root), "--pause", str(pause), *stages], env=_env(root),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -175,6 +179,9 @@ def _driver(argv: list[str]) -> int:
         current.update(stage=spec, pause=pause if i == len(rest) - 1 else None)
         if main(name, "params.yaml", item=item or None) != 0:
             return 1
+        import torch
+
+        print(f"THREADS {spec} {torch.get_num_threads()}", flush=True)
     return 0
 
 

@@ -35,7 +35,7 @@ def test_kill_and_resume_gives_the_uninterrupted_weights(tmp_path):
     previous = None
     for stage, ckpt, kill_at in plan:
         # one process: finish the previous stage's resume, then start this one and kill it mid-run
-        out = mp.run_and_kill(run, kill_at, *([previous] if previous else []), stage)
+        out = mp.run_and_kill(run, kill_at, *([previous[0]] if previous else []), stage)
         if previous:
             _check(mp, ref, run, previous, ref_losses, mp.losses(out))
         assert (run / mp.CHECKPOINTS[stage] / f"checkpoint-{ckpt}" / "trainer_state.json").is_file()
