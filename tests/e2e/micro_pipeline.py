@@ -83,12 +83,14 @@ def make_workdir(root: Path, threads: int = 2, wide: bool = False) -> None:
     # bf16 as in params.yaml (autocast on the CPU): the kernels production trains with
     common = dict(learning_rate=3e-3, per_device_train_batch_size=4 * w, logging_steps=1, save_total_limit=2,
                   max_length=384, bf16=True)
+    steps = 5 if wide else 10  # wide (the reproducibility test) only needs both phases to run a few steps
     params = {
         "base": {"model": model, "torch_threads": threads, "eval_images": 0,
-                 "vision_pretrain": {"steps": 6, "batch_size": 8, "eval_images": 0, "logging_steps": 1, "bf16": True},
-                 "train": {**common, "max_steps": 10, "save_steps": 4, "freeze_vision_tower": True}},
+                 "vision_pretrain": {"steps": steps - 4, "batch_size": 8, "eval_images": 0, "logging_steps": 1,
+                                     "bf16": True},
+                 "train": {**common, "max_steps": steps, "save_steps": 4, "freeze_vision_tower": True}},
         "sft": {"torch_threads": threads, "mixes": ["both"],
-                "train": {**common, "max_steps": 8, "save_steps": 3, "vision_learning_rate": 1e-4}},
+                "train": {**common, "max_steps": steps - 2, "save_steps": 3, "vision_learning_rate": 1e-4}},
         "dpo": {"torch_threads": threads,
                 "train": {**common, "learning_rate": 1e-3, "max_steps": 8, "save_steps": 3,
                           "loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5]}},
