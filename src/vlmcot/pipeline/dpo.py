@@ -140,12 +140,15 @@ def run(cfg: Config, tracker) -> None:
 
 def worker_main(config_path: str) -> int:
     """Entry of each process under ``accelerate launch``: train, rank 0 writes the stats."""
+    import torch
     import torch.distributed as dist
 
     from vlmcot.tracking import configure
 
     configure()
     cfg = Config.model_validate(json.loads(Path(config_path).read_text()))
+    # the params' thread count, as vlmcot.stage.main sets it for a single process: not the environment's
+    torch.set_num_threads(cfg.torch_threads)
     stats = train(cfg, report_to=["mlflow"])
     if not dist.is_initialized() or dist.get_rank() == 0:
         write_json(Path(cfg.out_dir) / "train_stats.json", stats)

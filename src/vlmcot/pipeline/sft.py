@@ -208,6 +208,7 @@ def run(cfg: Config, tracker, item: str | None = None) -> None:
 
 def worker_main(config_path: str) -> int:
     """Entry of each process under ``accelerate launch``: train, rank 0 writes the stats."""
+    import torch
     import torch.distributed as dist
 
     from vlmcot.tracking import configure
@@ -215,6 +216,8 @@ def worker_main(config_path: str) -> int:
     configure()
     spec = json.loads(Path(config_path).read_text())
     cfg = Config.model_validate(spec["config"])
+    # the params' thread count, as vlmcot.stage.main sets it for a single process: not the environment's
+    torch.set_num_threads(cfg.torch_threads)
     stats = train_mix(cfg, spec["mix"], report_to=["mlflow"])
     if not dist.is_initialized() or dist.get_rank() == 0:
         write_json(Path(cfg.out_dir) / spec["mix"] / "train_stats.json", stats)

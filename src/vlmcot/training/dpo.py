@@ -147,6 +147,10 @@ def train_dpo(
     from trl import DPOTrainer
 
     from vlmcot.training.data import to_dataset
+    from vlmcot.training.resume import ExactResumeMixin
+
+    class VLMDPOTrainer(ExactResumeMixin, DPOTrainer):
+        """DPOTrainer whose resume restores the policy's weights (vlmcot.training.resume)."""
 
     if ref_model is model:
         raise ValueError("ref_model must be a separate copy of the SFT model, not the policy itself")
@@ -164,7 +168,7 @@ def train_dpo(
         for p in ref_model.parameters():
             p.requires_grad_(False)
     log.info("DPO: %d pairs, frozen: %s", len(rows), frozen or "nothing")
-    trainer = DPOTrainer(
+    trainer = VLMDPOTrainer(
         model=model,
         ref_model=ref_model,
         args=args,
@@ -173,7 +177,9 @@ def train_dpo(
         callbacks=callbacks,
         peft_config=peft_config(cfg.lora),
     )
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    if resume is not None:
+        log.info("resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     metrics = dict(result.metrics)
     metrics["global_step"] = trainer.state.global_step
     # last logged DPO diagnostics (rewards/margins/accuracies), for the stage's metrics file

@@ -95,7 +95,9 @@ def prepare_checkpoint_dir(ckpt_dir: Path, run_hash: str) -> Path | None:
 def _make_trainer_class():
     from trl import SFTTrainer
 
-    class VLMSFTTrainer(SFTTrainer):
+    from vlmcot.training.resume import ExactResumeMixin
+
+    class VLMSFTTrainer(ExactResumeMixin, SFTTrainer):
         """SFTTrainer with a separate learning rate for the vision tower (LLaVA-NeXT's mm_vision_tower_lr)."""
 
         vision_learning_rate: float | None = None
