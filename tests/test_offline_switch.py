@@ -16,12 +16,8 @@ from vlmcot import tracking
 ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
-import contextlib, json, os, sys, types
-# a stand-in for mlflow (importing it costs seconds); stage_run and configure run for real
-mlflow = types.ModuleType("mlflow")
-mlflow.set_experiment = mlflow.log_params = mlflow.log_metrics = mlflow.set_tags = lambda *a, **k: None
-mlflow.start_run = lambda **k: contextlib.nullcontext(types.SimpleNamespace(info=types.SimpleNamespace(run_id="x")))
-sys.modules["mlflow"] = mlflow
+import json, os, sys
+# stage_run and configure run for real, with MLflow on a throwaway sqlite store in the test's folder
 from vlmcot import stage
 import vlmcot.pipeline.prepare as prep
 
@@ -51,6 +47,8 @@ def test_stage_applies_prepare_offline_before_hub_import(tmp_path, offline, expe
     params.write_text(f"prepare:\n  source: hub\n  offline: {str(offline).lower()}\n")
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
     env.pop("HF_HUB_OFFLINE", None)
+    env.pop("DVC_ROOT", None)
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(params)], capture_output=True, text=True, env=env,
                          cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
