@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
+# DeepSpeed (test extra: the one-process ZeRO-3 tests) installs without compiling its CUDA ops
+export DS_BUILD_OPS := 0
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup repro test test-fast exp clean-outputs vllm-env
@@ -15,13 +17,14 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # what it is doing (--progress-bar off: a bar in a pipe or CI log is one endless line)
 PIP := $(BIN)/pip install --disable-pip-version-check --progress-bar off
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@echo "== setup 1/3: virtual environment $(VENV)"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@echo "== setup 2/3: torch 2.13.0 (CPU wheel; pinned so no resolver pulls CUDA wheels)"
 	$(PIP) torch==2.13.0
-	@echo "== setup 3/3: the project and its dependencies (transformers, trl, dvc, mlflow, ...)"
-	$(PIP) -e '.[test]'
+	@echo "== setup 3/3: the project and its dependencies (transformers, trl, dvc, mlflow, ...) at the"
+	@echo "   exact versions of constraints.txt (the ones the committed dvc.lock was produced with)"
+	$(PIP) -c constraints.txt -e '.[test]'
 	touch $@
 	@echo "== setup done: $(VENV)"
 
