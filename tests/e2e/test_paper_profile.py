@@ -156,7 +156,7 @@ def test_paper_profile_runs_end_to_end_on_cpu(tmp_path):
         "vlmcot profile configs/paper-cpu-smoke.yaml",
         "vlmcot plan",
         "dvc repro",
-    ]
+    ]  # then `git checkout params.yaml`, below
     teacher = FakeChatServer(port=TEACHER_PORT).start()
     times = {}
     try:
@@ -180,3 +180,5 @@ def test_paper_profile_runs_end_to_end_on_cpu(tmp_path):
         assert (repo / out).exists(), out
     status = subprocess.run(["dvc", "status"], cwd=repo, env=env, capture_output=True, text=True)
     assert "changed" not in status.stdout, status.stdout  # every stage ran and is up to date
+    _run("git checkout params.yaml", repo, env, timeout=60)  # the recipe's last line
+    assert (repo / "params.yaml").read_bytes() == (ROOT / "params.yaml").read_bytes()
