@@ -37,6 +37,8 @@ SCRIPT = textwrap.dedent(
               open(f"{root}/z3.json", "w"))
     seen = {}
     load = model_loader(f"{root}/base")
+    # loaded before the training arguments exist (the old order): whole, not partitioned
+    assert not hasattr(next(load().parameters()), "ds_numel")
 
     def loader():
         model = load()
@@ -45,8 +47,15 @@ SCRIPT = textwrap.dedent(
                     full=sum(x.ds_numel for x in ps))
         return model
 
+    ds_arg = f"{root}/z3.json"
+    if sys.argv[3] == "accelerate":
+        # what `accelerate launch --config_file configs/accelerate/zero3.yaml` sets: the paper profile's path
+        # (train.deepspeed: null; the DeepSpeed config comes from the accelerate config)
+        os.environ.update(ACCELERATE_USE_DEEPSPEED="true", ACCELERATE_DEEPSPEED_CONFIG_FILE=ds_arg,
+                          ACCELERATE_DEEPSPEED_ZERO3_INIT="true")
+        ds_arg = None
     tc = TrainConfig(learning_rate=1e-2, max_steps=2, save_steps=100, per_device_train_batch_size=4,
-                     deepspeed=f"{root}/z3.json")
+                     deepspeed=ds_arg)
     stats = train_sft(loader, load_processor(f"{root}/base"), rows, tc, f"{root}/out", f"{root}/ckpt", "h")
     assert seen["ds"] and seen["local"] == 0 and seen["full"] == n_full, seen  # no rank held it whole
     assert stats["global_step"] == 2
@@ -66,11 +75,12 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed not installed (gpu extra)")
-def test_zero3_partitions_at_load_and_saves_a_full_model(tmp_path):
+@pytest.mark.parametrize("via", ["train.deepspeed", "accelerate"])
+def test_zero3_partitions_at_load_and_saves_a_full_model(tmp_path, via):
     import random
 
     port = str(random.randint(29000, 29900))
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), port], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), port, via], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
 
