@@ -162,6 +162,7 @@ def test_cpu_smoke_overlay_changes_only_sizes_device_and_locations(paper, tmp_pa
         assert s[stage].launch.accelerate_config == p[stage].launch.accelerate_config
         assert s[stage].launch.num_processes == 1
     assert (s["dpo"].train.beta, s["dpo"].train.loss_type) == (p["dpo"].train.beta, p["dpo"].train.loss_type)
+    assert s["dpo"].train.deepspeed == p["dpo"].train.deepspeed == "configs/deepspeed/zero2.json"
     for stage in ("sample", "evaluate"):
         assert p[stage].server.launch.startswith("CUDA_VISIBLE_DEVICES={index} .venv-vllm/bin/vllm serve {model}")
         assert s[stage].server.launch == "python tests/teacher/server.py --student {model} --port {port}"
