@@ -140,3 +140,32 @@ def test_plan_refuses_qlora_without_cuda(paper, tmp_path):
     p.write_text(yaml.safe_dump(y))
     with pytest.raises(ConfigError, match=r"sft.train.lora.quantize: 4bit \(QLoRA\) needs a CUDA GPU"):
         plan(p)
+
+
+def test_cpu_smoke_overlay_changes_only_sizes_device_and_locations(paper, tmp_path):
+    """configs/paper-cpu-smoke.yaml (tests/e2e/test_paper_profile.py) must run the paper's code paths:
+    same stages, backends, scoring, prompts, loss and learning rates; only sizes, device, URLs, data
+    paths, the one-process launch and the vLLM stand-in (which a CPU cannot avoid) differ."""
+    smoke = tmp_path / "params.yaml"
+    smoke.write_text(apply_profile(paper, ROOT / "configs/paper-cpu-smoke.yaml"))
+    p, s = validate_params(paper), validate_params(smoke)
+    for stage, keys in {"base": ["enabled"], "distill": ["backend"], "sft": ["base_model", "mixes", "dtype"],
+                        "evaluate": ["backend", "scoring", "style", "modes", "dtype"],
+                        "sample": ["backend", "temperature_short", "temperature_mc"],
+                        "pairs": ["low", "high", "truncate_unit"], "dpo": ["sft_model", "dtype"],
+                        "mix": ["include_general"], "rerank": ["dtype"], "credit": ["dtype"]}.items():
+        for k in keys:
+            assert getattr(s[stage], k) == getattr(p[stage], k), f"{stage}.{k}"
+    for stage in ("sft", "dpo", "control"):
+        pt, st = p[stage].train, s[stage].train
+        assert (st.learning_rate, st.bf16, st.lr_scheduler_type) == (pt.learning_rate, pt.bf16, pt.lr_scheduler_type)
+        assert s[stage].launch.accelerate_config == p[stage].launch.accelerate_config
+        assert s[stage].launch.num_processes == 1
+    assert (s["dpo"].train.beta, s["dpo"].train.loss_type) == (p["dpo"].train.beta, p["dpo"].train.loss_type)
+    assert s["dpo"].train.deepspeed == p["dpo"].train.deepspeed == "configs/deepspeed/zero2.json"
+    for stage in ("sample", "evaluate"):
+        assert p[stage].server.launch.startswith("CUDA_VISIBLE_DEVICES={index} .venv-vllm/bin/vllm serve {model}")
+        assert s[stage].server.launch == "python tests/teacher/server.py --student {model} --port {port}"
+    assert {x.name for x in s["prepare"].train_sources} <= {x.name for x in p["prepare"].train_sources}
+    assert all(x.local_path and x.local_path.startswith("data/hub/") for x in s["prepare"].train_sources)
+    assert s["distill"].openai.model == p["distill"].openai.model

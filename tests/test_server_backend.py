@@ -152,3 +152,55 @@ def test_a_missing_or_wrong_server_fails_the_stage_clearly(world, capsys):
     port = wrong.port  # closed now: nothing listens there
     assert main("evaluate", str(params(world, "down", [f"http://127.0.0.1:{port}/v1"])), item="both") == 1
     assert "no vLLM server at" in capsys.readouterr().err
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_launch_starts_one_server_per_url_serving_the_stage_model_and_stops_them(world):
+    """server.launch: the stage itself starts `vllm serve {model} --port {port}` (here the stand-in of
+    tests/teacher/server.py), so every sample/evaluate item of one `dvc repro` gets its own model's servers."""
+    import subprocess
+    import sys
+
+    from vlmcot.stage import main
+
+    urls = [f"http://127.0.0.1:{p}/v1" for p in _free_ports(2)]
+    p = params(world, "launched", urls)
+    cfg = yaml.safe_load(p.read_text())
+    server = Path(__file__).parent / "teacher/server.py"
+    cfg["sample"]["server"]["launch"] = f"{sys.executable} {server} --student {{model}} --port {{port}} # gpu {{index}}"
+    p.write_text(yaml.safe_dump(cfg))
+    out = subprocess.run([sys.executable, "-c", f"from vlmcot.stage import main; raise SystemExit(main('sample', {str(p)!r}, item='train'))"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stderr.count("starting server") == 2 and "gpu 1" in out.stderr
+    assert len((world / "launched/sample/train/candidates.jsonl").read_text().splitlines()) == 10 * 3
+    import urllib.request
+
+    for u in urls:  # the stage's exit stopped them
+        with pytest.raises(OSError):
+            urllib.request.urlopen(u + "/models", timeout=2)
+
+
+def test_launch_failure_names_the_log_and_remote_urls_are_refused(world, capsys):
+    from vlmcot.stage import main
+
+    p = params(world, "badlaunch", [f"http://127.0.0.1:{_free_ports(1)[0]}/v1"])
+    cfg = yaml.safe_load(p.read_text())
+    cfg["evaluate"]["server"]["launch"] = "echo no GPU here; exit 3"
+    p.write_text(yaml.safe_dump(cfg))
+    assert main("evaluate", str(p), item="both") == 1
+    err = capsys.readouterr().err
+    assert "exited (3) before serving 'models/sft/both'" in err and "no GPU here" in err
+    with pytest.raises(ValueError, match="must be http://127.0.0.1:PORT/v1"):
+        ServerConfig(urls=["http://gpu-node:8000/v1"], launch="vllm serve {model} --port {port}")

@@ -138,6 +138,8 @@ def plan(path: str | Path) -> list[str]:
                     how += _vllm_missing(name)
                 elif cfg.backend == "server":
                     how += f" ({len(cfg.server.urls)} vLLM server(s): {', '.join(cfg.server.urls)})"
+                    if cfg.server.launch:
+                        how += f", each started by the stage: {cfg.server.launch}"
                 else:
                     how += f" (model {cfg.openai.model}, {cfg.openai.max_concurrency} in flight)"
             lines.append(f"{name}{'@' + item if item else ''}: {cmd}{how}")

@@ -22,8 +22,9 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlparse
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from vlmcot.config import StrictModel
 from vlmcot.generation import GenerationConfig, GenOutput, GenRequest
@@ -49,6 +50,13 @@ class ServerConfig(StrictModel):
     max_retries: int = Field(5, ge=0)
     # environment variable holding the servers' API key (`vllm serve --api-key`); unset: no key
     api_key_env: str = "VLLM_API_KEY"
+    # shell command starting one server per url on this machine (null: the servers are already up);
+    # {model} (the stage's model), {port} (the url's) and {index} (0..N-1: CUDA_VISIBLE_DEVICES={index})
+    # are filled in. The stage waits until each serves the model and stops them when it ends, so one
+    # `dvc repro` runs every sample/evaluate item against its own model's servers
+    launch: str | None = None
+    # seconds a launched server may take to load its model and list it at GET /v1/models
+    launch_timeout_s: float = Field(1800.0, gt=0)
 
     @field_validator("urls")
     @classmethod
@@ -57,6 +65,16 @@ class ServerConfig(StrictModel):
             if not u.startswith(("http://", "https://")):
                 raise ValueError(f"server url {u!r} must start with http:// or https://")
         return v
+
+    @model_validator(mode="after")
+    def _launchable(self):
+        if self.launch is not None:
+            for u in self.urls:
+                p = urlparse(u)
+                if p.hostname not in ("127.0.0.1", "localhost") or p.port is None:
+                    raise ValueError(f"server.launch starts servers on this machine: url {u!r} must be "
+                                     "http://127.0.0.1:PORT/v1 (or localhost) with an explicit port")
+        return self
 
 
 def request_seed(seed: int, request_id: str) -> int:
@@ -132,6 +150,7 @@ class ServerBackend:
         self.model = self.cfg.served_model or model
         self.root = Path(root)
         key = os.environ.get(self.cfg.api_key_env) or "EMPTY"  # vLLM without --api-key accepts any key
+        self.servers = LaunchedServers(self.cfg, model, key) if self.cfg.launch else None
         self.clients = [OpenAI(base_url=u, api_key=key, timeout=self.cfg.timeout_s, max_retries=self.cfg.max_retries)
                         for u in self.cfg.urls]
         self._check_served()
@@ -183,3 +202,70 @@ class ServerBackend:
     def close(self) -> None:
         for p in self.pools:
             p.shutdown(wait=False, cancel_futures=True)
+        if self.servers is not None:
+            self.servers.stop()
+
+
+class LaunchedServers:
+    """The servers ``server.launch`` starts, one per url: ready (listing the model) when built, stopped
+    by :meth:`stop` or when this process exits. Each one's output goes to a log file named on failure."""
+
+    def __init__(self, cfg: ServerConfig, model: str, key: str):
+        import atexit
+        import subprocess
+        import tempfile
+
+        self.procs: list[tuple[subprocess.Popen, Path]] = []
+        atexit.register(self.stop)
+        served = cfg.served_model or model
+        for i, url in enumerate(cfg.urls):
+            cmd = cfg.launch.replace("{model}", model).replace("{port}", str(urlparse(url).port))
+            cmd = cmd.replace("{index}", str(i))
+            logf = Path(tempfile.mkstemp(prefix=f"vlmcot-server-{i}-", suffix=".log")[1])
+            log.info("starting server %d: %s (log %s)", i, cmd, logf)
+            with open(logf, "wb") as out:  # the child keeps its own handle
+                proc = subprocess.Popen(cmd, shell=True, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)  # its own process group: stop() ends all of it
+            self.procs.append((proc, logf))
+        for (proc, logf), url in zip(self.procs, cfg.urls):
+            self._wait(proc, logf, url, served, key, cfg.launch_timeout_s)
+
+    @staticmethod
+    def _wait(proc, logf: Path, url: str, served: str, key: str, timeout_s: float) -> None:
+        import json
+        import time
+        import urllib.request
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                tail = logf.read_text(errors="replace")[-2000:]
+                raise ConnectionError(f"server.launch: the server for {url} exited ({proc.returncode}) before "
+                                      f"serving {served!r}; its log ({logf}) ends:\n{tail}")
+            try:
+                req = urllib.request.Request(url.rstrip("/") + "/models", headers={"Authorization": f"Bearer {key}"})
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    if served in [m["id"] for m in json.load(r).get("data", [])]:
+                        log.info("server %s serves %s", url, served)
+                        return
+            except OSError:
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                raise ConnectionError(f"server.launch: {url} did not serve {served!r} within {timeout_s:.0f} s "
+                                      f"(server.launch_timeout_s); log: {logf}")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc, _ in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs = []

@@ -69,9 +69,15 @@ def default_reply(question: str) -> dict:
 
 
 def student_choice(body: dict, k: int) -> dict:
-    """Choice k of a sampled student answer: a function of the prompt, seed and k only."""
-    digest = hashlib.sha256(f"{_user_text(body)}|{body.get('seed')}|{k}".encode()).hexdigest()
-    return {"text": f"The bars read {digest[:6]}.\n\n### Answer: {int(digest[6:8], 16) % 10}"}
+    """Choice k of a sampled student answer: a function of the prompt, seed and k only. A question that
+    lists options ("A. ...") gets one of their letters, so samples are sometimes right and sometimes
+    wrong (DPO pairs exist), as from a weak SFT model; any other question gets a digit."""
+    text = _user_text(body)
+    digest = hashlib.sha256(f"{text}|{body.get('seed')}|{k}".encode()).hexdigest()
+    letters = re.findall(r"^\(?([A-H])[.:)]", text, flags=re.M)
+    n = int(digest[6:8], 16)
+    answer = letters[n % len(letters)] if letters else n % 10
+    return {"text": f"The bars read {digest[:6]}.\n\n### Answer: {answer}"}
 
 
 def _user_text(body: dict) -> str:

@@ -7,7 +7,24 @@ of ``SFTConfig`` / ``DPOConfig``; each wrapper adds only its trainer's own setti
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+
+def single_process_env() -> None:
+    """Outside a launcher (no RANK in the environment: one process, e.g. `launch.num_processes: 1` with
+    `train.deepspeed` set), give torch.distributed the one-rank world accelerate would have set; without
+    it DeepSpeed falls back to MPI discovery and fails ("No module named 'mpi4py'")."""
+    import socket
+
+    if "RANK" in os.environ or "LOCAL_RANK" in os.environ:
+        return
+    with socket.socket() as s:  # a free rendezvous port, so two stages on one machine do not collide
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                     MASTER_PORT=str(port)).items():
+        os.environ.setdefault(k, v)
 
 
 def trainer_kwargs(cfg, output_dir: str | Path, report_to: list[str] | None, run_name: str) -> dict:
@@ -17,6 +34,8 @@ def trainer_kwargs(cfg, output_dir: str | Path, report_to: list[str] | None, run
     # bf16 without an accelerator: TrainingArguments refuses it unless told to run on the CPU, where it
     # means torch.autocast(cpu, bfloat16) around the forward (float32 weights and optimizer state)
     cpu_bf16 = cfg.bf16 and not (torch.cuda.is_available() or torch.xpu.is_available())
+    if cfg.deepspeed:
+        single_process_env()
     return dict(
         use_cpu=cpu_bf16,
         output_dir=str(output_dir),
