@@ -22,14 +22,14 @@ def test_sequence_reward_by_hand():
     assert sequence_reward([-1.0, -2.0], [-2.0, -2.5], beta=0.1) == pytest.approx(0.15)
     # mask keeps only the second token: 0.5 * 0.2 = 0.1
     assert sequence_reward([-1.0, -2.0], [-2.0, -2.5], beta=0.2, mask=[False, True]) == pytest.approx(0.1)
-    assert sequence_reward(np.array([-0.5]), np.array([-0.5])) == 0.0
+    assert sequence_reward(np.array([-0.5]), np.array([-0.5]), 0.1) == 0.0
 
 
 def test_sequence_reward_rejects_bad_input():
     with pytest.raises(ValueError, match="same length"):
-        sequence_reward([-1.0, -2.0], [-1.0])
+        sequence_reward([-1.0, -2.0], [-1.0], 0.1)
     with pytest.raises(ValueError, match="nan"):
-        sequence_reward([-1.0, float("nan")], [-1.0, -1.0])
+        sequence_reward([-1.0, float("nan")], [-1.0, -1.0], 0.1)
 
 
 def test_majority_vote_normalises_and_ignores_missing():

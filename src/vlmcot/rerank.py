@@ -53,7 +53,7 @@ def normalize_answer(answer: str) -> str:
 def sequence_reward(
     logp_policy: Sequence[float] | np.ndarray,
     logp_ref: Sequence[float] | np.ndarray,
-    beta: float = 0.1,
+    beta: float,
     mask: Sequence[bool] | np.ndarray | None = None,
 ) -> float:
     """beta * sum over response tokens of (log pi_dpo - log pi_sft); ``mask`` selects response tokens."""
