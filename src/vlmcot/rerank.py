@@ -194,10 +194,11 @@ def default_ns(n_max: int) -> list[int]:
 def rerank_curves(
     questions: Sequence[Question],
     ns: Sequence[int] | None = None,
-    n_subsets: int = 16,
-    seed: int = 0,
-    weighting: Weighting = "softmax",
-    temperature: float = 1.0,
+    *,
+    n_subsets: int,
+    seed: int,
+    weighting: Weighting,
+    temperature: float,
     key: Callable[[str], str] = normalize_answer,
     methods: Sequence[str] = METHODS,
 ) -> dict[str, dict[int, float]]:
