@@ -187,3 +187,12 @@ def test_closure_follows_every_import_form(tmp_path):
         (pkg / rel).write_text(text)
     got = {p.relative_to(pkg).as_posix() for p in import_closure([(pkg / "a.py", "vlmcot.a"), (pkg / "cli.py", "vlmcot.cli")], src=tmp_path)}
     assert got == {"__init__.py", "a.py", "b.py", "c.py", "sub/__init__.py", "sub/d.py", "e.py", "cli.py"}
+
+
+def test_deps_stay_precise():
+    """Listing every import must not make every stage depend on everything: the teacher is distill's
+    (and the judge's) business, not training's; training code is not the evaluation table's."""
+    teacher = "src/vlmcot/teacher/runner.py"
+    for stage in ("sft", "dpo", "base", "pairs", "filter"):
+        assert not any(_covers(d, teacher) for d in STAGES[stage]), stage
+    assert not any(_covers(d, "src/vlmcot/training/sft.py") for d in STAGES["table"])
