@@ -79,6 +79,21 @@ def test_select_pairs_skips_equal_texts():
 
 # --- build_pairs --------------------------------------------------------------------------------
 
+# the paper's settings (configs/paper.yaml's pairs section), which these tests were written against
+PAPER = dict(low=0.25, high=0.85, max_pairs_per_question=3, truncate_words=90, truncate_unit="whitespace", seed=0,
+             prompt_style="paper")
+
+
+def _build(cands, recs, **kw):
+    return build_pairs(cands, recs, **{**PAPER, **kw})
+
+
+def test_build_pairs_takes_no_default_settings():
+    """Its settings come from the pairs section, the one place their values are written."""
+    with pytest.raises(TypeError, match="required keyword-only"):
+        build_pairs([], {})
+
+
 @pytest.fixture
 def world():
     recs = {q: _rec(q) for q in ("q0", "q1", "q2", "q3", "q4")}
@@ -97,7 +112,7 @@ def world():
 
 def test_build_pairs_keeps_window_and_counts_reasons(world):
     recs, cands = world
-    pairs, stats = build_pairs(cands, recs, prompt_fn=_prompt)
+    pairs, stats = _build(cands, recs, prompt_fn=_prompt)
     assert sorted({p.id.rsplit("-p", 1)[0] for p in pairs}) == ["m0", "q0"]
     m = stats.to_metrics()
     assert m["chart.questions"] == 6 and m["chart.kept"] == 1  # 'ghost' counts under its own dataset
@@ -111,7 +126,7 @@ def test_build_pairs_keeps_window_and_counts_reasons(world):
 def test_pairs_have_correct_chosen_incorrect_rejected_and_fields(world):
     recs, cands = world
     by_text = {(c.id, c.text): c.correct for c in cands}
-    pairs, _ = build_pairs(cands, recs, prompt_fn=_prompt, truncate_words=None)
+    pairs, _ = _build(cands, recs, prompt_fn=_prompt, truncate_words=None)
     seen = set()
     for p in pairs:
         qid = p.id.rsplit("-p", 1)[0]
@@ -131,27 +146,27 @@ def test_default_prompt_is_the_cot_prompt(world):
     from vlmcot.prompts import build_prompt
 
     recs, cands = world
-    pairs, _ = build_pairs(cands, recs)
+    pairs, _ = _build(cands, recs)
     m0 = next(p for p in pairs if p.id.startswith("m0"))
     assert m0.prompt == build_prompt(recs["m0"], "cot")
 
 
 def test_pairing_ignores_input_order_and_other_questions(world):
     recs, cands = world
-    ref, _ = build_pairs(cands, recs, prompt_fn=_prompt, seed=3)
+    ref, _ = _build(cands, recs, prompt_fn=_prompt, seed=3)
     shuffled = list(cands)
     random.Random(0).shuffle(shuffled)
-    again, _ = build_pairs(shuffled, recs, prompt_fn=_prompt, seed=3)
+    again, _ = _build(shuffled, recs, prompt_fn=_prompt, seed=3)
     assert again == ref
-    alone, _ = build_pairs([c for c in cands if c.id == "q0"], recs, prompt_fn=_prompt, seed=3)
+    alone, _ = _build([c for c in cands if c.id == "q0"], recs, prompt_fn=_prompt, seed=3)
     assert alone == [p for p in ref if p.id.startswith("q0")]
 
 
 def test_seed_changes_the_pairing():
     recs = {f"q{i}": _rec(f"q{i}") for i in range(10)}
     cands = [c for i in range(10) for c in _cands(f"q{i}", "1111000000")]
-    a, _ = build_pairs(cands, recs, prompt_fn=_prompt, seed=0)
-    b, _ = build_pairs(cands, recs, prompt_fn=_prompt, seed=1)
+    a, _ = _build(cands, recs, prompt_fn=_prompt, seed=0)
+    b, _ = _build(cands, recs, prompt_fn=_prompt, seed=1)
     assert len(a) == len(b) == 30
     assert [(p.chosen, p.rejected) for p in a] != [(p.chosen, p.rejected) for p in b]
 
@@ -161,7 +176,7 @@ def test_truncation_applies_to_both_sides_and_counts_cut_answers():
     long = lambda tag: " ".join([tag] * 100) + "\n\n### Answer: 7"  # noqa: E731
     texts = [long("good"), long("bad1"), long("bad2"), long("bad3")]
     cands = _cands("q", "1000", texts=texts)
-    pairs, stats = build_pairs(cands, recs, prompt_fn=_prompt, truncate_words=90, low=0.0)
+    pairs, stats = _build(cands, recs, prompt_fn=_prompt, truncate_words=90, low=0.0)
     assert len(pairs) == 3
     for p in pairs:
         assert len(p.chosen.split()) == 90 and len(p.rejected.split()) == 90
@@ -174,11 +189,11 @@ def test_texts_equal_after_truncation_give_no_pair():
     recs = {"q": _rec("q")}
     prefix = " ".join(["same"] * 95)
     texts = [prefix + "\n### Answer: 7", prefix + "\n### Answer: 8"]
-    pairs, stats = build_pairs(_cands("q", "10", texts=texts), recs, prompt_fn=_prompt, truncate_words=90, low=0.0)
+    pairs, stats = _build(_cands("q", "10", texts=texts), recs, prompt_fn=_prompt, truncate_words=90, low=0.0)
     assert pairs == []
     m = stats.to_metrics()
     assert m["all.dropped.no_distinct_pair"] == 1 and m["all.identical_after_truncation"] == 1
-    kept, _ = build_pairs(_cands("q", "10", texts=texts), recs, prompt_fn=_prompt, truncate_words=None, low=0.0)
+    kept, _ = _build(_cands("q", "10", texts=texts), recs, prompt_fn=_prompt, truncate_words=None, low=0.0)
     assert len(kept) == 1
 
 
@@ -190,7 +205,7 @@ def test_bad_prompt_skips_one_question_only(world):
             raise ValueError("no choices")
         return "ok"
 
-    pairs, stats = build_pairs(cands, recs, prompt_fn=prompt)
+    pairs, stats = _build(cands, recs, prompt_fn=prompt)
     assert {p.id.split("-")[0] for p in pairs} == {"q0"}
     assert stats.to_metrics()["sci.dropped.bad_prompt"] == 1
     assert any("m0" in e and "no choices" in e for e in stats.errors)
@@ -199,14 +214,14 @@ def test_bad_prompt_skips_one_question_only(world):
 def test_duplicate_samples_are_counted_and_dropped():
     recs = {"q": _rec("q")}
     cands = _cands("q", "1000")
-    pairs, stats = build_pairs(cands + [cands[0]], recs, prompt_fn=_prompt, low=0.0)
+    pairs, stats = _build(cands + [cands[0]], recs, prompt_fn=_prompt, low=0.0)
     assert stats.duplicate_candidates == 1
     assert stats.to_metrics()["all.candidates"] == 4
 
 
 def test_histogram_uses_bins_of_one_over_n(world):
     recs, cands = world
-    _, stats = build_pairs(cands, recs, prompt_fn=_prompt)
+    _, stats = _build(cands, recs, prompt_fn=_prompt)
     hist = stats.histogram()
     # five chart questions with 8 samples (the common N), one sci question with 4
     assert [r["accuracy"] for r in hist] == [k / 8 for k in range(9)]
@@ -218,9 +233,9 @@ def test_histogram_uses_bins_of_one_over_n(world):
 
 def test_bad_window_and_k_are_rejected():
     with pytest.raises(ValueError, match="low"):
-        build_pairs([], {}, low=0.9, high=0.5)
+        _build([], {}, low=0.9, high=0.5)
     with pytest.raises(ValueError, match="max_pairs_per_question"):
-        build_pairs([], {}, max_pairs_per_question=0)
+        _build([], {}, max_pairs_per_question=0)
 
 
 def test_space_unit_is_the_authors_split():

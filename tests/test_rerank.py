@@ -17,19 +17,22 @@ from vlmcot.rerank import (
 )
 
 
+# rerank_curves takes its settings from the rerank section: these are params.yaml's
+RERANK = dict(n_subsets=16, seed=0, weighting="softmax", temperature=1.0)
+
 def test_sequence_reward_by_hand():
     # diffs: (-1 - -2) + (-2 - -2.5) = 1 + 0.5 = 1.5; beta 0.1 -> 0.15
     assert sequence_reward([-1.0, -2.0], [-2.0, -2.5], beta=0.1) == pytest.approx(0.15)
     # mask keeps only the second token: 0.5 * 0.2 = 0.1
     assert sequence_reward([-1.0, -2.0], [-2.0, -2.5], beta=0.2, mask=[False, True]) == pytest.approx(0.1)
-    assert sequence_reward(np.array([-0.5]), np.array([-0.5])) == 0.0
+    assert sequence_reward(np.array([-0.5]), np.array([-0.5]), 0.1) == 0.0
 
 
 def test_sequence_reward_rejects_bad_input():
     with pytest.raises(ValueError, match="same length"):
-        sequence_reward([-1.0, -2.0], [-1.0])
+        sequence_reward([-1.0, -2.0], [-1.0], 0.1)
     with pytest.raises(ValueError, match="nan"):
-        sequence_reward([-1.0, float("nan")], [-1.0, -1.0])
+        sequence_reward([-1.0, float("nan")], [-1.0, -1.0], 0.1)
 
 
 def test_majority_vote_normalises_and_ignores_missing():
@@ -97,7 +100,7 @@ def _questions():
 
 
 def test_curves_at_full_n_by_hand():
-    curves = rerank_curves(_questions(), ns=[4])
+    curves = rerank_curves(_questions(), ns=[4], **RERANK)
     assert curves["majority"][4] == 0.5
     assert curves["best_of_n"][4] == 1.0
     assert curves["weighted"][4] == 1.0  # e^2 = 7.4 for '1' vs 2 for '2'
@@ -106,11 +109,11 @@ def test_curves_at_full_n_by_hand():
 
 def test_curves_at_n1_all_methods_agree_and_order_is_irrelevant():
     qs = _questions()
-    curves = rerank_curves(qs, ns=[1, 2], n_subsets=32, seed=7)
+    curves = rerank_curves(qs, ns=[1, 2], **{**RERANK, "n_subsets": 32, "seed": 7})
     at1 = {m: c[1] for m, c in curves.items()}
     assert len(set(at1.values())) == 1  # one candidate: every method returns it
     assert 0.5 < at1["majority"] < 1.0  # q2 always right, q1 right only when candidate 0 is drawn
-    again = rerank_curves(list(reversed(qs)), ns=[1, 2], n_subsets=32, seed=7)
+    again = rerank_curves(list(reversed(qs)), ns=[1, 2], **{**RERANK, "n_subsets": 32, "seed": 7})
     assert {m: pytest.approx(c) for m, c in curves.items()} == again
     # oracle is an upper bound at every N
     for m in ("majority", "best_of_n", "weighted"):
@@ -120,15 +123,15 @@ def test_curves_at_n1_all_methods_agree_and_order_is_irrelevant():
 def test_curves_judge_each_answer_once():
     calls = []
     q = Question("q", ["x", "y", "x", "y", "z"], [0.0] * 5, lambda a: calls.append(a) or a == "x")
-    rerank_curves([q], n_subsets=8)
+    rerank_curves([q], **{**RERANK, "n_subsets": 8})
     assert sorted(calls) == ["x", "y", "z"]
 
 
 def test_curves_reject_n_beyond_candidates():
     with pytest.raises(ValueError, match="q1"):
-        rerank_curves(_questions()[:1], ns=[8])
+        rerank_curves(_questions()[:1], ns=[8], **RERANK)
     with pytest.raises(ValueError, match="methods"):
-        rerank_curves(_questions(), methods=["vote"])
+        rerank_curves(_questions(), methods=["vote"], **RERANK)
 
 
 def test_curve_rows():

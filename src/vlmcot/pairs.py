@@ -10,7 +10,10 @@ That is the paper's choice; we keep it and report how often it happens.
 Pairing is seeded per question (a hash of the seed and the question id), so the pairs of a question do
 not depend on the order of the input or on which other questions are present.
 
-    pairs, stats = build_pairs(candidates, records_by_id, low=0.25, high=0.85, seed=0)
+    pairs, stats = build_pairs(candidates, records_by_id, **cfg.model_dump(include=PAIRING_KEYS))  # cfg: the pairs Config
+
+The settings have no defaults here: they come from the ``pairs`` params section (vlmcot.pipeline.pairs),
+the one place their values are written (PAIRING_KEYS lists them there).
 """
 
 from __future__ import annotations
@@ -224,16 +227,18 @@ def build_pairs(
     candidates: Iterable[Candidate],
     records: Mapping[str, VQARecord],
     *,
-    low: float = 0.25,
-    high: float = 0.85,
-    max_pairs_per_question: int = 3,
-    truncate_words: int | None = 90,
-    truncate_unit: str = "whitespace",
-    seed: int = 0,
-    prompt_style: str = "paper",
+    low: float,
+    high: float,
+    max_pairs_per_question: int,
+    truncate_words: int | None,
+    truncate_unit: str,
+    seed: int,
+    prompt_style: str,
     prompt_fn: Callable[[VQARecord], str] | None = None,
 ) -> tuple[list[PairRecord], PairStats]:
     """Pair correct with incorrect candidates of each question; return (pairs sorted by id, stats).
+
+    Every setting is required (the ``pairs`` params section's keys of the same names).
 
     ``Candidate.id`` is the question id (the VQA record's id) and ``Candidate.sample`` the sample index.
     The pair's prompt is ``build_prompt(record, "cot", prompt_style)``, the CoT prompt the candidates

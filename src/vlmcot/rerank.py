@@ -53,7 +53,7 @@ def normalize_answer(answer: str) -> str:
 def sequence_reward(
     logp_policy: Sequence[float] | np.ndarray,
     logp_ref: Sequence[float] | np.ndarray,
-    beta: float = 0.1,
+    beta: float,
     mask: Sequence[bool] | np.ndarray | None = None,
 ) -> float:
     """beta * sum over response tokens of (log pi_dpo - log pi_sft); ``mask`` selects response tokens."""
@@ -194,10 +194,11 @@ def default_ns(n_max: int) -> list[int]:
 def rerank_curves(
     questions: Sequence[Question],
     ns: Sequence[int] | None = None,
-    n_subsets: int = 16,
-    seed: int = 0,
-    weighting: Weighting = "softmax",
-    temperature: float = 1.0,
+    *,
+    n_subsets: int,
+    seed: int,
+    weighting: Weighting,
+    temperature: float,
     key: Callable[[str], str] = normalize_answer,
     methods: Sequence[str] = METHODS,
 ) -> dict[str, dict[int, float]]:

@@ -45,10 +45,10 @@ class SamplingSpec:
     temperature_short: float  # short-answer / numeric questions (paper: 1.0)
     temperature_mc: float  # multiple-choice questions (paper: 1.2)
     generation: GenerationConfig  # max_new_tokens, top_p, batch_size (do_sample/temperature/n/seed set here)
-    seed: int = 0
-    chunk_size: int = 32  # questions per durable chunk
-    prompt_style: str = "paper"
-    min_score: float = 1.0  # a candidate is correct when its score reaches this
+    seed: int
+    chunk_size: int  # questions per durable chunk
+    prompt_style: str
+    min_score: float  # a candidate is correct when its score reaches this
 
     def fingerprint(self, question_ids: list[str], model: str) -> str:
         blob = json.dumps({

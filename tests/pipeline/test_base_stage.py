@@ -77,7 +77,8 @@ def test_vision_pretrain_on_non_world_records_fails_with_the_key(tmp_path, monke
     model = dict(image_size=64, patch_size=8, vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=48,
                  text_layers=1, text_heads=2, text_intermediate=96, max_position=384, vocab_size=300)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"base": {
-        "model": model, "eval_images": 0, "vision_pretrain": {"steps": 3}, "train": {"max_steps": 1}}}))
+        "model": model, "eval_images": 0, "tokenizer_texts": [], "vision_pretrain": {"steps": 3},
+        "train": {"max_steps": 1}}}))
     assert main("base", "params.yaml") == 1
     err = capsys.readouterr().err
     assert "no world image" in err and "x-0" in err and "base.vision_pretrain.steps" in err

@@ -26,7 +26,7 @@ def test_model_names_cannot_break_metric_keys():
     with pytest.raises(ConfigError, match="evaluate.models"):
         parse_section(evaluate.Config, {"models": {"a.b": "models/x"}}, "evaluate")
     with pytest.raises(ConfigError, match="no model named 'dpo'"):
-        evaluate.dry_run(evaluate.Config(), "dpo")
+        evaluate.dry_run(evaluate.Config(models={"both": "models/sft/both"}), "dpo")
 
 
 def test_table_merges_models_in_order(tmp_path, tracker):
@@ -36,7 +36,7 @@ def test_table_merges_models_in_order(tmp_path, tracker):
     write_json(d / "both.json", {"both.cot.synth_chart.relaxed_accuracy": 0.75, "both.cot.avg": 0.75,
                                  "both.cot.extract_fail": 0.1})
     cfg = table.Config(metrics_dir=str(d), models=["format", "both"], out_json=str(tmp_path / "eval.json"),
-                       out_md=str(tmp_path / "table2.md"))
+                       out_md=str(tmp_path / "table2.md"), table6_models=[])
     table.run(cfg, tracker)
     assert read_json(tmp_path / "eval.json")["both.cot.extract_fail"] == 0.1
     lines = (tmp_path / "table2.md").read_text().splitlines()

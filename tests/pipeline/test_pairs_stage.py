@@ -31,12 +31,12 @@ def workdir(tmp_path, monkeypatch):
     cands = [_cand(q, "sci" if q.startswith("s") else "chart", i, v == "1")
              for q, vs in verdicts.items() for i, v in enumerate(vs)]
     write_jsonl("data/prepared/train.jsonl", recs)
-    write_jsonl("data/sample/candidates.jsonl", cands)
+    write_jsonl("data/sample/train/candidates.jsonl", cands)
     return tmp_path
 
 
 def test_stage_end_to_end(workdir):
-    (workdir / "params.yaml").write_text(yaml.safe_dump({"pairs": {"truncate_words": 8, "seed": 1}}))
+    (workdir / "params.yaml").write_text(yaml.safe_dump({"pairs": {"truncate_words": 8, "seed": 1, "low": 0.25, "high": 0.85}}))
     assert main("pairs", "params.yaml") == 0
 
     pairs = read_jsonl("data/pairs/pairs.jsonl")
@@ -79,9 +79,9 @@ def test_stage_is_deterministic(workdir, tracker):
 
 
 def test_bad_rows_fail_loudly_past_the_threshold(workdir, tracker):
-    rows = read_jsonl("data/sample/candidates.jsonl")
+    rows = read_jsonl("data/sample/train/candidates.jsonl")
     rows[0]["correct"] = "maybe"
-    write_jsonl("data/sample/candidates.jsonl", rows)
+    write_jsonl("data/sample/train/candidates.jsonl", rows)
     with pytest.raises(StageError, match="candidates.jsonl:1"):
         stage.run(stage.Config(), tracker)
     stage.run(stage.Config(max_bad_rate=0.1), tracker)  # one bad row of 28 is tolerated when allowed

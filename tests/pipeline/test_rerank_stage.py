@@ -1,6 +1,12 @@
 """Stage `rerank`: curves become a wide CSV for `dvc plots` and flat metric keys with a macro average."""
 
-from vlmcot.pipeline.rerank import flat_metrics, write_curve_csv
+import json
+
+import pytest
+
+from vlmcot.config import ConfigError, load_params, parse_section
+from vlmcot.pipeline.rerank import Config, flat_metrics, policy_beta, write_curve_csv
+from vlmcot.stage import StageError
 
 
 def test_csv_and_flat_metrics(tmp_path):
@@ -12,3 +18,29 @@ def test_csv_and_flat_metrics(tmp_path):
     m = flat_metrics(curves)
     assert m["a.best_of_n.n2"] == 0.7 and m["b.majority.n1"] == 0.1
     assert abs(m["avg.best_of_n.n2"] - 0.5) < 1e-9 and abs(m["avg.majority.n2"] - 0.4) < 1e-9
+
+
+def test_beta_is_the_dpo_models_own(tmp_path):
+    """The reward's beta is read from the resolved config dpo saved beside the model, not restated."""
+    from vlmcot.config import save_resolved
+    from vlmcot.pipeline import dpo
+
+    params = load_params("params.yaml")
+    cfg = parse_section(dpo.Config, {**params["dpo"], "train": {**params["dpo"]["train"], "beta": 0.3}}, "dpo")
+    save_resolved(cfg, tmp_path / "vlmcot_config.json")  # what the dpo stage writes into out_dir
+    assert policy_beta(tmp_path) == 0.3
+
+
+def test_beta_without_a_saved_dpo_config_is_a_clear_error(tmp_path):
+    with pytest.raises(StageError, match="vlmcot_config.json not found"):
+        policy_beta(tmp_path)
+    (tmp_path / "vlmcot_config.json").write_text(json.dumps({"train": {}}))
+    with pytest.raises(StageError, match="no train.beta"):
+        policy_beta(tmp_path)
+
+
+def test_rerank_beta_key_is_refused_with_the_reason():
+    params = load_params("params.yaml")["rerank"]
+    assert "beta" not in params and "beta" not in Config.model_fields
+    with pytest.raises(ConfigError, match="rerank.beta was removed.*dpo.train.beta"):
+        parse_section(Config, {**params, "beta": 0.1}, "rerank")

@@ -65,23 +65,24 @@ class Config(StrictModel):
     # image paths in records are relative to this folder
     root: str = "."
     # sizes of the tiny LLaVA
-    model: TinyLlavaConfig = TinyLlavaConfig()
+    model: TinyLlavaConfig = TinyLlavaConfig(patch_size=8, vision_hidden=128, vision_layers=3, max_position=384)
     # BPE merges kept only for pairs seen at least this often
     tokenizer_min_frequency: int = Field(2, ge=1)
     # LLaVA conversation JSONL files whose turns (prompts, rationales) join the tokenizer's training text,
     # as a pretrained tokenizer has seen such words; without them rationales and prompts split into
     # single letters ("T h e", "A n s w er") and run ~35% longer
-    tokenizer_texts: list[str] = []
+    tokenizer_texts: list[str] = ["data/mix/both.jsonl"]
     # torch intra-op threads for this stage (DVC runs stages one at a time; 2 on 2 cores: 1.81x, bench_threads)
-    torch_threads: int = Field(1, ge=1)
+    torch_threads: int = Field(2, ge=1)
     # reading pretraining of the vision tower before description training (steps 0: skip)
-    vision_pretrain: VisionPretrainConfig = VisionPretrainConfig()
+    vision_pretrain: VisionPretrainConfig = VisionPretrainConfig(steps=1000, bf16=True)
     # trainer settings for description pretraining
-    train: TrainConfig = TrainConfig()
+    train: TrainConfig = TrainConfig(freeze_vision_tower=True, num_train_epochs=4, per_device_train_batch_size=32,
+                                     save_steps=100, max_length=384, bf16=True)
     # eval images described for the accuracy report (0: skip)
     eval_images: int = Field(200, ge=0)
     # decoding for the description report
-    generation: GenerationConfig = GenerationConfig(max_new_tokens=160, batch_size=64)
+    generation: GenerationConfig = GenerationConfig(max_new_tokens=96, batch_size=100)
 
 
 def tokenizer_corpus(records: list[VQARecord]) -> list[str]:

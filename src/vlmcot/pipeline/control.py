@@ -42,7 +42,7 @@ WORKER_ENV = "VLMCOT_CONTROL_WORKER"  # set in processes started by accelerate l
 
 class Config(StrictModel):
     # torch intra-op threads (DVC runs stages one at a time; 2 threads on 2 cores trained 1.81x faster)
-    torch_threads: int = Field(1, ge=1)
+    torch_threads: int = Field(2, ge=1)
     # the SFT model both controls continue from (the DPO stage's starting point)
     sft_model: str = "models/sft/both"
     # continued SFT data: the "both" mix (LLaVA conversation JSONL)
@@ -75,7 +75,8 @@ class Config(StrictModel):
     # fail if more than this share of rows is malformed
     max_bad_rate: float = Field(0.01, ge=0, le=1)
     # trainer settings shared by both controls (max_steps <= 0: match DPO's steps)
-    train: TrainConfig = TrainConfig(learning_rate=1e-4, max_steps=-1, per_device_train_batch_size=16)
+    train: TrainConfig = TrainConfig(learning_rate=2e-5, max_steps=-1, per_device_train_batch_size=16, warmup_ratio=0.1,
+                                     logging_steps=5, bf16=True)
     # process launch (single process on CPU; 8 under accelerate + DeepSpeed ZeRO-3 at paper scale)
     launch: LaunchConfig = LaunchConfig()
 

@@ -38,7 +38,7 @@ WORKER_ENV = "VLMCOT_DPO_WORKER"  # set in processes started by accelerate launc
 
 class Config(StrictModel):
     # torch intra-op threads (DVC runs stages one at a time; 2 threads on 2 cores trained 1.81x faster)
-    torch_threads: int = Field(1, ge=1)
+    torch_threads: int = Field(2, ge=1)
     # the SFT model: DPO's starting point and its frozen reference (paper: the "both" model)
     sft_model: str = "models/sft/both"
     # preference pairs from the pairs stage
@@ -56,7 +56,9 @@ class Config(StrictModel):
     # fail the stage if more than this share of pairs is malformed
     max_bad_rate: float = Field(0.01, ge=0, le=1)
     # trainer settings (paper: lr 5e-7, beta 0.1, sigmoid, batch 32, 1 epoch, cosine, warmup 0.03)
-    train: DPOTrainConfig = DPOTrainConfig()
+    train: DPOTrainConfig = DPOTrainConfig(
+        loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.2], learning_rate=2e-5, num_train_epochs=2,
+        per_device_train_batch_size=16, warmup_ratio=0.1, bf16=True, logging_steps=5)
     # process launch (single process on CPU; 8 under accelerate + DeepSpeed ZeRO-2 at paper scale)
     launch: LaunchConfig = LaunchConfig()
 

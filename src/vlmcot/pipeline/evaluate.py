@@ -40,6 +40,9 @@ class Config(StrictModel):
         "direct": "models/sft/direct",
         "cot": "models/sft/cot",
         "both": "models/sft/both",
+        "dpo": "models/dpo",
+        "cont_sft": "models/control/cont_sft",
+        "rft": "models/control/rft",
     }
     # prompt modes to evaluate (the paper: direct and CoT)
     modes: list[Literal["direct", "cot"]] = ["direct", "cot"]
@@ -54,7 +57,7 @@ class Config(StrictModel):
     # evaluate only these datasets (None: all in the records)
     datasets: list[str] | None = None
     # at most this many records per dataset, first by id (None: all)
-    max_per_dataset: int | None = Field(None, ge=1)
+    max_per_dataset: int | None = Field(100, ge=1)
     # predictions go to <predictions_dir>/<model>.jsonl
     predictions_dir: str = "data/eval"
     # metrics go to <metrics_dir>/<model>.json
@@ -75,7 +78,7 @@ class Config(StrictModel):
     # "auto": cuda when available, else cpu
     device: str = "auto"
     # greedy decoding by default; max_new_tokens must fit a CoT answer
-    generation: GenerationConfig = GenerationConfig(max_new_tokens=160, batch_size=64)
+    generation: GenerationConfig = GenerationConfig(max_new_tokens=128, batch_size=100)
 
     @field_validator("models")
     @classmethod

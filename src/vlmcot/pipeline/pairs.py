@@ -31,9 +31,13 @@ SECTION = "pairs"
 log = logging.getLogger(__name__)
 
 
+# the Config keys build_pairs takes, passed through by name
+PAIRING_KEYS = {"low", "high", "max_pairs_per_question", "truncate_words", "truncate_unit", "seed", "prompt_style"}
+
+
 class Config(StrictModel):
     # candidates from `sample`: one row per (question id, sample index) with text / extracted / correct
-    candidates: str = "data/sample/candidates.jsonl"
+    candidates: str = "data/sample/train/candidates.jsonl"
     # the VQA records the candidates answer (image, question, annotated answer, dataset)
     records: str = "data/prepared/train.jsonl"
     # preference pairs, sorted by id ("<question id>-p<k>")
@@ -45,8 +49,8 @@ class Config(StrictModel):
     # per-question sample accuracy histogram, bins of 1/N (for `dvc plots`)
     plot: str = "metrics/plots/pair_accuracy_hist.csv"
     # keep questions whose sample accuracy is in [low, high], inclusive (paper: 0.25, 0.85)
-    low: float = Field(0.25, ge=0, le=1)
-    high: float = Field(0.85, ge=0, le=1)
+    low: float = Field(0.125, ge=0, le=1)
+    high: float = Field(0.875, ge=0, le=1)
     # at most this many pairs per question (paper: 3)
     max_pairs_per_question: int = Field(3, ge=1)
     # keep the first N whitespace-separated words of each response; null = no truncation (paper: 90;
@@ -103,12 +107,7 @@ def run(cfg: Config, tracker) -> None:
     if rec_errors and len(rec_errors) > cfg.max_bad_rate * n_recs:
         raise StageError(f"{len(rec_errors)} of {n_recs} records are malformed (first: {rec_errors[0]})")
 
-    pairs, stats = build_pairs(
-        cands, {r.id: r for r in records}, low=cfg.low, high=cfg.high,
-        max_pairs_per_question=cfg.max_pairs_per_question, truncate_words=cfg.truncate_words,
-        truncate_unit=cfg.truncate_unit, seed=cfg.seed,
-        prompt_style=cfg.prompt_style,
-    )
+    pairs, stats = build_pairs(cands, {r.id: r for r in records}, **cfg.model_dump(include=PAIRING_KEYS))
     for e in stats.errors[:20]:
         log.warning("%s", e)
     n_questions = sum(s.questions for s in stats.by_dataset.values())

@@ -3,7 +3,9 @@
     python stages/rerank.py          # same as: vlmcot rerank
 
 For every held-out candidate (``sample@eval``) the reward is r(y) = beta * sum over response tokens of
-log pi_dpo - log pi_sft (vlmcot.logprobs, teacher-forced, batched). Then, per dataset, accuracy at
+log pi_dpo - log pi_sft (vlmcot.logprobs, teacher-forced, batched). beta is the one the policy was
+trained with, read from the resolved config the dpo stage saved beside it (``<policy>/vlmcot_config.json``,
+``train.beta``), never restated here. Then, per dataset, accuracy at
 N = 1, 2, 4, ... of self-consistency (majority vote), best-of-N, weighted voting and the oracle
 (pass@N) via vlmcot.rerank.rerank_curves. Writes:
 
@@ -20,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from vlmcot.config import StrictModel
 from vlmcot.io import output_path, read_jsonl, write_csv, write_json, write_jsonl
@@ -40,8 +42,6 @@ class Config(StrictModel):
     policy: str = "models/dpo"
     # its reference: the SFT model the candidates came from
     reference: str = "models/sft/both"
-    # reward scale (the DPO beta; it rescales rewards, which matters for softmax weighting only)
-    beta: float = Field(0.1, gt=0)
     # weighted voting: softmax of rewards / temperature, rank weights, or raw rewards
     weighting: Literal["softmax", "rank", "raw"] = "softmax"
     # softmax temperature for weighted voting
@@ -77,8 +77,40 @@ class Config(StrictModel):
     # fail if more than this share of candidate rows is malformed
     max_bad_rate: float = Field(0.01, ge=0, le=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_beta(cls, data):
+        if isinstance(data, dict) and "beta" in data:
+            raise ValueError(
+                "rerank.beta was removed: the reward's beta is the DPO model's own (dpo.train.beta), read from "
+                "<policy>/vlmcot_config.json; delete the key (change dpo.train.beta and rerun dpo to change it)")
+        return data
 
-def candidate_rewards(cfg: Config, cands, records) -> list[dict]:
+
+# the resolved config the dpo stage saves beside its model (vlmcot.pipeline.dpo)
+POLICY_CONFIG = "vlmcot_config.json"
+
+
+def policy_beta(policy: str | Path) -> float:
+    """The beta the DPO policy was trained with (``train.beta`` of its saved resolved config)."""
+    import json
+
+    from vlmcot.stage import StageError
+
+    path = Path(policy) / POLICY_CONFIG
+    if not path.is_file():
+        raise StageError(f"{path} not found: the reward's beta comes from the config the dpo stage saves beside "
+                         "its model; point rerank.policy at a model the dpo stage wrote")
+    try:
+        beta = json.loads(path.read_text(encoding="utf-8"))["train"]["beta"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise StageError(f"{path}: no train.beta in the saved DPO config ({type(e).__name__}: {e})") from None
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
+        raise StageError(f"{path}: train.beta must be a positive number, got {beta!r}")
+    return float(beta)
+
+
+def candidate_rewards(cfg: Config, cands, records, beta: float) -> list[dict]:
     """One row per scorable candidate: summed log-probs under DPO and SFT and the reward."""
     from vlmcot.logprobs import ScoreRequest, response_logprobs
     from vlmcot.models import load_model_and_processor
@@ -100,7 +132,7 @@ def candidate_rewards(cfg: Config, cands, records) -> list[dict]:
     for c, (lp_dpo, n), (lp_sft, _) in zip(cands, totals["dpo"], totals["sft"], strict=True):
         rows.append({"id": c.id, "sample": c.sample, "dataset": c.dataset, "extracted": c.extracted,
                      "correct": c.correct, "logp_dpo": lp_dpo, "logp_sft": lp_sft,
-                     "reward": cfg.beta * (lp_dpo - lp_sft), "tokens": n})
+                     "reward": beta * (lp_dpo - lp_sft), "tokens": n})
     return rows
 
 
@@ -189,7 +221,10 @@ def run(cfg: Config, tracker) -> None:
     cands = [c for c in cands if c.id in recs]
     if not cands:
         raise StageError(f"{cfg.candidates}: no candidates to rerank")
-    rows = candidate_rewards(cfg, cands, recs)
+    beta = policy_beta(cfg.policy)
+    log.info("reward beta %g (from %s)", beta, Path(cfg.policy) / POLICY_CONFIG)
+    tracker.log_metrics({"beta": beta})
+    rows = candidate_rewards(cfg, cands, recs, beta)
     write_jsonl(cfg.rewards, rows)
     curves = curves_by_dataset(cfg, rows, recs)
     for path in write_curves(cfg.plots_dir, curves):

@@ -53,25 +53,26 @@ class Config(StrictModel):
     # foreach items: name -> question selection (train: DPO sources; eval: rerank questions)
     items: dict[str, ItemConfig] = {
         # synth_doc left out on purpose: DPO's effect on a dataset that supplied no pairs
-        "train": ItemConfig(records="data/prepared/train.jsonl", datasets=["synth_chart", "synth_geo", "synth_sci"]),
-        "eval": ItemConfig(records="data/prepared/eval.jsonl"),
+        "train": ItemConfig(records="data/prepared/train.jsonl", datasets=["synth_chart", "synth_geo", "synth_sci"],
+                            max_per_dataset=120),
+        "eval": ItemConfig(records="data/prepared/eval.jsonl", max_per_dataset=30, num_samples=16),
     }
     # candidates go to <out_dir>/<item>/candidates.jsonl
     out_dir: str = "data/sample"
     # metrics go to <metrics_dir>/sample_<item>.json
     metrics_dir: str = "metrics"
     # candidates per question (paper: 32)
-    num_samples: int = Field(32, ge=1)
+    num_samples: int = Field(8, ge=1)
     # sampling temperature for short-answer and numeric questions (paper: 1.0)
-    temperature_short: float = Field(1.0, gt=0)
+    temperature_short: float = Field(0.7, gt=0)
     # sampling temperature for multiple-choice questions (paper: 1.2)
-    temperature_mc: float = Field(1.2, gt=0)
+    temperature_mc: float = Field(0.9, gt=0)
     # nucleus mass (1.0: plain sampling, as the paper)
     top_p: float = Field(1.0, gt=0, le=1)
     # longest response in tokens (CoT answers peak near 100 tokens)
-    max_new_tokens: int = Field(160, ge=1)
+    max_new_tokens: int = Field(128, ge=1)
     # questions per generate call (each returns num_samples sequences)
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(16, ge=1)
     # questions per durable chunk (a kill loses at most one chunk of work)
     chunk_size: int = Field(32, ge=1)
     # seeds every chunk's draws together with the chunk index

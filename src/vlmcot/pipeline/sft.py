@@ -77,7 +77,7 @@ def accelerate_launch(launch: LaunchConfig, module: str, config_path: str,
 
 class Config(StrictModel):
     # torch intra-op threads (DVC runs stages one at a time; 2 threads on 2 cores trained 1.81x faster)
-    torch_threads: int = Field(1, ge=1)
+    torch_threads: int = Field(2, ge=1)
     # model to fine-tune: a local save_pretrained folder or a hub id (paper: lmms-lab/llama3-llava-next-8b)
     base_model: str = "models/base"
     # folder with <mix>.jsonl files in LLaVA conversation format (the mix stage's output)
@@ -97,7 +97,7 @@ class Config(StrictModel):
     # fail the stage if more than this share of mix rows is malformed
     max_bad_rate: float = Field(0.01, ge=0, le=1)
     # trainer settings (the paper's: lr 5e-6, vision 5e-7, batch 32, 1 epoch, cosine, warmup 0.03)
-    train: TrainConfig = TrainConfig()
+    train: TrainConfig = TrainConfig(learning_rate=1.5e-3, vision_learning_rate=3e-4, bf16=True, max_length=384)
     # process launch (single process on CPU; 8 under accelerate + DeepSpeed at paper scale)
     launch: LaunchConfig = LaunchConfig()
 

@@ -29,13 +29,16 @@ class Config(StrictModel):
         "direct": "2 direct only",
         "cot": "3 CoT only",
         "both": "4 both (SFT)",
+        "dpo": "6 SFT + DPO",
+        "cont_sft": "SFT + more SFT (control)",
+        "rft": "SFT + RFT (control)",
     }
     # all models' metrics merged (dvc metrics)
     out_json: str = "metrics/eval.json"
     # the Table 2 markdown
     out_md: str = "metrics/table2.md"
     # Table 6 rows: the SFT model against DPO and the controls (empty: no Table 6)
-    table6_models: list[str] = []
+    table6_models: list[str] = ["both", "dpo", "cont_sft", "rft"]
     # the Table 6 markdown
     table6_md: str = "metrics/table6.md"
 
