@@ -349,7 +349,8 @@ def get_adapter(name: str) -> type[Adapter]:
 
 
 # --- the load loop ---------------------------------------------------------------------------
-def load(cfg: SourceConfig, image_dir: str | Path, report: LoadReport | None = None) -> Iterator[VQARecord]:
+def load(cfg: SourceConfig, image_dir: str | Path, report: LoadReport | None = None,
+         images=None) -> Iterator[VQARecord]:
     """Yield the source's rows as validated VQA records, images written under ``image_dir/<dataset>``.
 
     Bad rows (undecodable image, missing or hidden answer, unparseable options, duplicate id) are
@@ -374,8 +375,9 @@ def load(cfg: SourceConfig, image_dir: str | Path, report: LoadReport | None = N
         try:
             fields = adapter.convert(row)
             value = adapter.image_value(row)
-            image = (save_bytes(value, out_dir) if isinstance(value, bytes)
-                     else save_image(value, out_dir, adapter.base_dir))
+            # images: the prepare stage's ImagePolicy (limits and confinement of what is read)
+            image = (save_bytes(value, out_dir, images) if isinstance(value, bytes)
+                     else save_image(value, out_dir, adapter.base_dir, images))
         except Filtered:
             report.filtered += 1
             continue

@@ -19,9 +19,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vlmcot.adapters.base import Adapter, Row, SourceError, register
-from vlmcot.adapters.images import ImageError
+from vlmcot.adapters.images import DEFAULT_POLICY, ImageError, _read_file, check_size
 from vlmcot.adapters.text import BadRow, check_choices, numeric_or_short
 from vlmcot.config import StrictModel
+from vlmcot.images import ImagePolicy
 
 
 class GeoOptions(StrictModel):
@@ -94,10 +95,15 @@ class _ImageStore:
             member = self.index.get(rel)
             if member is None:
                 raise ImageError(f"image {rel} not in {self.where.name}")
-            return self.zip.read(member)
+            # the declared size, before anything is inflated (a 5 GB member is never read)
+            check_size(self.zip.getinfo(member).file_size, f"{rel} in {self.where.name}")
+            with self.zip.open(member) as f:  # bounded even if the header lies
+                data = f.read(DEFAULT_POLICY.max_bytes + 1)
+            check_size(len(data), f"{rel} in {self.where.name}")
+            return data
         for p in (self.where / rel, self.where / "images" / rel):
             if p.is_file():
-                return p.read_bytes()
+                return _read_file(p, None, ImagePolicy(roots=[str(self.where)]))
         raise ImageError(f"image {rel} not under {self.where}")
 
 

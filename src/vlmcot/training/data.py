@@ -2,7 +2,15 @@
 
 LLaVA rows carry ``<image>`` inside the first human turn; TRL wants ``{"images": [...], "messages":
 [...]}`` with plain-text turns, and puts one image placeholder before the first user message itself.
-A bad row (no turns, roles out of order, image missing on disk) is skipped and reported by id.
+A bad row (no turns, roles out of order, image missing on disk or not decoding) is skipped and
+reported by id, before training starts.
+
+Every distinct image is fully decoded once here (:func:`image_problem`): the last line of defence
+behind ``prepare``/``filter``/``mix``, which check them under their ``images`` limits. Skipping with
+a count here, rather than failing in the collator, is deliberate: the collator sees a batch already
+drawn by the (resumable, length-grouped) sampler, where dropping a row would change the batch and
+break exact resume; here a bad row is named and counted against the stage's ``max_bad_rate``.
+Confinement is not re-checked (the mix that names the file was checked under ``mix.images``).
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from vlmcot.images import ImagePolicy, ImageRejected, check_image
 from vlmcot.models.tokenizer import IMAGE_TOKEN
 
 ROLES = {"human": "user", "gpt": "assistant"}
@@ -36,10 +45,26 @@ def llava_to_messages(conversations: list[dict]) -> list[dict]:
     return messages
 
 
+# the limits of the last check: default sizes, any location (the mix stage confined the paths)
+_TRAINING_IMAGES = ImagePolicy(allow_outside=True)
+
+
+def image_problem(path: Path, seen: dict[Path, str | None]) -> str | None:
+    """Why the image at ``path`` cannot be trained on (full decode), or None; each file checked once."""
+    if path not in seen:
+        try:
+            check_image(str(path), ".", _TRAINING_IMAGES, decode=True)
+            seen[path] = None
+        except ImageRejected as e:
+            seen[path] = str(e)
+    return seen[path]
+
+
 def sft_rows(records: Iterable[dict], root: str | Path = ".") -> tuple[list[dict], list[str]]:
     """(rows for TRL, one error message per skipped record naming its id)."""
     root = Path(root)
     rows, errors = [], []
+    seen: dict[Path, str | None] = {}
     for n, rec in enumerate(records):
         rid = rec.get("id", f"<row {n}>")
         try:
@@ -51,6 +76,9 @@ def sft_rows(records: Iterable[dict], root: str | Path = ".") -> tuple[list[dict
             p = p if p.is_absolute() else root / p
             if not p.is_file():
                 raise ValueError(f"image file not found: {image}")
+            problem = image_problem(p, seen)
+            if problem:
+                raise ValueError(problem)
         except ValueError as e:
             errors.append(f"record {rid}: {e}")
             continue
