@@ -169,3 +169,26 @@ def test_zip_member_over_max_bytes_is_not_inflated(repo):
     with pytest.raises(ImageError, match="max_bytes"):
         store.read("geoqa_plus/1.png")
     assert store.read("geoqa_plus/2.png") == (repo / "two.png").read_bytes()
+
+
+def test_an_image_damaged_during_training_is_one_error_naming_record_and_file(repo):
+    """The collator (TRL's, with a real processor) on a file cut after sft_rows checked it."""
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from vlmcot.models import build_processor, train_bpe_tokenizer
+    from vlmcot.training.data import NamedImageErrors, TrainingImageError, to_dataset
+
+    tok = train_bpe_tokenizer(["What is 3+4? ### Answer: 7", "USER:\nASSISTANT:\n"] * 4, vocab_size=300)
+    collator = NamedImageErrors(DataCollatorForVisionLanguageModeling(
+        processor=build_processor(tok, 32, 16), assistant_only_loss=True))
+    for name in ("a", "b"):
+        _png(repo / f"{name}.png")
+    conv = [{"from": "human", "value": "<image>\nWhat is 3+4?"}, {"from": "gpt", "value": "### Answer: 7"}]
+    rows, errors = sft_rows([{"id": "rec-a", "image": "a.png", "conversations": conv},
+                             {"id": "rec-b", "image": "b.png", "conversations": conv}])
+    assert errors == []
+    ds = to_dataset(rows, decode=False)  # as train_sft builds it
+    assert collator([dict(ds[i]) for i in range(2)])["pixel_values"].shape == (2, 3, 32, 32)  # "id" rides along
+    _truncate(repo / "b.png")
+    with pytest.raises(TrainingImageError, match=r"record rec-b: image .*b\.png does not decode during training"):
+        collator([dict(ds[i]) for i in range(2)])

@@ -11,6 +11,8 @@ a count here, rather than failing in the collator, is deliberate: the collator s
 drawn by the (resumable, length-grouped) sampler, where dropping a row would change the batch and
 break exact resume; here a bad row is named and counted against the stage's ``max_bad_rate``.
 Confinement is not re-checked (the mix that names the file was checked under ``mix.images``).
+A file damaged while training runs still fails in the collator: :class:`NamedImageErrors` turns that
+into one :class:`TrainingImageError` naming the record and the file, not a bare ``OSError``.
 """
 
 from __future__ import annotations
@@ -88,9 +90,52 @@ def sft_rows(records: Iterable[dict], root: str | Path = ".") -> tuple[list[dict
     return rows, errors
 
 
-def to_dataset(rows: list[dict]):
-    """A ``datasets.Dataset`` whose images decode lazily from their paths (cheap to build)."""
+class TrainingImageError(RuntimeError):
+    """An image that passed the check before training no longer decodes (changed on disk since)."""
+
+
+class NamedImageErrors:
+    """Wraps the vision collator and decodes the batch's images itself, so a failure names the record
+    and the file (one :class:`TrainingImageError`, not a bare ``OSError`` from a worker).
+
+    Used with ``to_dataset(rows, decode=False)``: rows then carry ``{"path", "bytes"}`` for each image
+    (the datasets ``Image`` feature would decode them in ``__getitem__``, outside any record's name)
+    and their ``id`` (kept as a signature column, like ``length``)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):  # the Trainer and TRL read the collator's settings
+        return getattr(self.inner, name)
+
+    def __call__(self, examples: list[dict]):
+        return self.inner([{**ex, "images": [_decode(img, ex) for img in ex.get("images") or []]}
+                           for ex in examples])
+
+
+def _decode(img, ex: dict):
+    import io
+
+    from PIL import Image
+
+    if not isinstance(img, dict):  # already an image
+        return img
+    path = img.get("path") or "<bytes>"
+    try:
+        im = Image.open(io.BytesIO(img["bytes"]) if img.get("bytes") else img["path"])
+        im.load()
+        return im
+    except (OSError, SyntaxError, ValueError) as e:
+        raise TrainingImageError(
+            f"record {ex.get('id', '<no id>')}: image {path} does not decode during training "
+            f"({type(e).__name__}: {e}); it decoded before training, so the file changed since: restore "
+            "it (or rerun mix) and rerun the stage, which resumes from its last checkpoint") from None
+
+
+def to_dataset(rows: list[dict], decode: bool = True):
+    """A ``datasets.Dataset`` whose images decode lazily from their paths (cheap to build);
+    ``decode=False`` leaves them as ``{"path", "bytes"}`` for :class:`NamedImageErrors` to decode."""
     from datasets import Dataset, Image, Sequence
 
     ds = Dataset.from_list(rows)
-    return ds.cast_column("images", Sequence(Image()))
+    return ds.cast_column("images", Sequence(Image(decode=decode)))
