@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vlmcot.adapters.base import Adapter, Row, SourceError, register
-from vlmcot.adapters.images import DEFAULT_POLICY, ImageError, _read_file, check_size
+from vlmcot.adapters.images import DEFAULT_POLICY, ImageError, check_size, read_file
 from vlmcot.adapters.text import BadRow, check_choices, numeric_or_short
 from vlmcot.config import StrictModel
 from vlmcot.images import ImagePolicy
@@ -103,7 +103,7 @@ class _ImageStore:
             return data
         for p in (self.where / rel, self.where / "images" / rel):
             if p.is_file():
-                return _read_file(p, None, ImagePolicy(roots=[str(self.where)]))
+                return read_file(p, None, ImagePolicy(roots=[str(self.where)]))
         raise ImageError(f"image {rel} not under {self.where}")
 
 

@@ -21,7 +21,6 @@ import binascii
 import hashlib
 import io
 import os
-import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -64,7 +63,7 @@ def image_bytes(value: Any, base_dir: str | Path | None = None, policy: ImagePol
             check_size(len(value["bytes"]), "bytes", policy)
             return bytes(value["bytes"])
         if value.get("path"):
-            return _read_file(value["path"], base_dir, policy)
+            return read_file(value["path"], base_dir, policy)
         raise ImageError("image struct has neither bytes nor path")
     if isinstance(value, (bytes, bytearray, memoryview)):
         if not value:
@@ -74,7 +73,7 @@ def image_bytes(value: Any, base_dir: str | Path | None = None, policy: ImagePol
     if isinstance(value, Image.Image):
         return encode_png(value)
     if isinstance(value, (str, os.PathLike)):
-        return _read_file(value, base_dir, policy)
+        return read_file(value, base_dir, policy)
     raise ImageError(f"unsupported image value of type {type(value).__name__}")
 
 
@@ -86,7 +85,7 @@ def decode_base64(text: str) -> bytes:
         raise ImageError(f"image is not valid base64 ({e})") from None
 
 
-def _read_file(path: str | os.PathLike, base_dir: str | Path | None, policy: ImagePolicy | None = None) -> bytes:
+def read_file(path: str | os.PathLike, base_dir: str | Path | None, policy: ImagePolicy | None = None) -> bytes:
     """The file's bytes under ``policy``: confined to the repo, ``base_dir`` and ``images.roots``; a regular
     file (never /dev/zero or a FIFO); at most ``max_bytes``, never more read."""
     policy = policy or DEFAULT_POLICY

@@ -47,8 +47,10 @@ def llava_to_messages(conversations: list[dict]) -> list[dict]:
     return messages
 
 
-# the limits of the last check: default sizes, any location (the mix stage confined the paths)
-_TRAINING_IMAGES = ImagePolicy(allow_outside=True)
+# the last check is about decoding only: location and size were checked (and may have been set higher,
+# paper: 50 MB / 89M pixels) in prepare, filter and mix under their `images` params; PIL's own
+# decode-bomb check stays on
+_TRAINING_IMAGES = ImagePolicy(allow_outside=True, max_bytes=10**12, max_pixels=10**12)
 
 
 def image_problem(path: Path, seen: dict[Path, str | None]) -> str | None:
