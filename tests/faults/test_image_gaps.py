@@ -169,6 +169,9 @@ def test_zip_member_over_max_bytes_is_not_inflated(repo):
     with pytest.raises(ImageError, match="max_bytes"):
         store.read("geoqa_plus/1.png")
     assert store.read("geoqa_plus/2.png") == (repo / "two.png").read_bytes()
+    # prepare.images reaches the store: a tighter limit refuses the small member too
+    with pytest.raises(ImageError, match="max_bytes=100"):
+        _ImageStore(archive, ImagePolicy(max_bytes=100)).read("geoqa_plus/2.png")
 
 
 def test_an_image_damaged_during_training_is_one_error_naming_record_and_file(repo):

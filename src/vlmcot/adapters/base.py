@@ -182,6 +182,7 @@ class Adapter:
         self.label = cfg.dataset or self.dataset
         self.features: Any = None  # datasets.Features of the opened split, when known
         self.base_dir: Path | None = None  # where relative image paths resolve
+        self.images = None  # the prepare stage's ImagePolicy, set by load (None: the defaults)
 
     # --- configuration ----------------------------------------------------------------------
     @classmethod
@@ -358,6 +359,7 @@ def load(cfg: SourceConfig, image_dir: str | Path, report: LoadReport | None = N
     source as a whole (not found, missing column) raises :class:`SourceError`.
     """
     adapter = get_adapter(cfg.name)(cfg)
+    adapter.images = images
     report = report if report is not None else LoadReport()
     report.source = adapter.describe()
     out_dir = Path(image_dir) / adapter.label
