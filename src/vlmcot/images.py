@@ -98,7 +98,12 @@ def read_image(image: str, root: str | Path = ".", policy: ImagePolicy | None = 
     full = resolve_image(image, root, policy)
     try:
         with open(full, "rb") as f:
-            data = f.read(policy.max_bytes + 1)
+            # one byte past the smaller of the size and the limit: growth past the limit is seen, and
+            # no max_bytes-sized buffer is allocated for a small file
+            size = os.fstat(f.fileno()).st_size
+            data = f.read(min(policy.max_bytes, size) + 1)
+            if size < len(data) <= policy.max_bytes:  # it grew since: read on, up to the limit
+                data += f.read(policy.max_bytes + 1 - len(data))
     except OSError as e:
         raise ImageRejected("image_unreadable", f"{image}: {e.strerror or e}") from None
     if len(data) > policy.max_bytes:

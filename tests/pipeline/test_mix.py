@@ -1,11 +1,27 @@
 import collections
+from pathlib import Path
+
+import pytest
+from PIL import Image
 
 from vlmcot.io import read_json, read_jsonl, write_jsonl
 from vlmcot.pipeline import mix
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    # the stage runs in the repo root and decodes every image its rows name (relative paths)
+    monkeypatch.chdir(tmp_path)
+
+
+def _png(path, shade=0):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (shade % 256, 0, 0)).save(path)
+    return str(path)
+
+
 def _cot(i, ds, mc=False):
-    r = dict(id=f"{ds}-{i:03d}", image=f"img/{ds}/{i}.png", question=f"Question {i}?",
+    r = dict(id=f"{ds}-{i:03d}", image=_png(f"img/{ds}/{i}.png", i), question=f"Question {i}?",
              answer="B" if mc else str(i), dataset=ds, qtype="multiple_choice" if mc else "numeric",
              split="train", metric="mc_accuracy" if mc else "relaxed_accuracy",
              cot=f"Reasoning {i}.\n\n### Answer: {'B' if mc else i}", teacher_answer="B" if mc else str(i),
@@ -77,7 +93,7 @@ def test_mix_from_released_sharegpt_files(tmp_path, tracker):
                 suffix = ("\nAnswer the question with a short answer." if kind == "direct"
                           else "\nGenerate a reason first and then output a short answer.")
                 rows.append(SFTRecord.model_validate({
-                    "id": f"{ds}_{i}_{kind}", "image": f"{ds}/{i}.png", "dataset": ds, "kind": kind,
+                    "id": f"{ds}_{i}_{kind}", "image": _png(f"{ds}/{i}.png", i), "dataset": ds, "kind": kind,
                     "conversations": [{"from": "human", "value": f"<image>\nQ{i}?{suffix}"},
                                       {"from": "gpt", "value": answer}]}))
     export_sft(rows, tmp_path / "release" / "sft")

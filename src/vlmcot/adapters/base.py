@@ -182,6 +182,7 @@ class Adapter:
         self.label = cfg.dataset or self.dataset
         self.features: Any = None  # datasets.Features of the opened split, when known
         self.base_dir: Path | None = None  # where relative image paths resolve
+        self.images = None  # the prepare stage's ImagePolicy, set by load (None: the defaults)
 
     # --- configuration ----------------------------------------------------------------------
     @classmethod
@@ -349,7 +350,8 @@ def get_adapter(name: str) -> type[Adapter]:
 
 
 # --- the load loop ---------------------------------------------------------------------------
-def load(cfg: SourceConfig, image_dir: str | Path, report: LoadReport | None = None) -> Iterator[VQARecord]:
+def load(cfg: SourceConfig, image_dir: str | Path, report: LoadReport | None = None,
+         images=None) -> Iterator[VQARecord]:
     """Yield the source's rows as validated VQA records, images written under ``image_dir/<dataset>``.
 
     Bad rows (undecodable image, missing or hidden answer, unparseable options, duplicate id) are
@@ -357,6 +359,7 @@ def load(cfg: SourceConfig, image_dir: str | Path, report: LoadReport | None = N
     source as a whole (not found, missing column) raises :class:`SourceError`.
     """
     adapter = get_adapter(cfg.name)(cfg)
+    adapter.images = images
     report = report if report is not None else LoadReport()
     report.source = adapter.describe()
     out_dir = Path(image_dir) / adapter.label
@@ -374,8 +377,9 @@ def load(cfg: SourceConfig, image_dir: str | Path, report: LoadReport | None = N
         try:
             fields = adapter.convert(row)
             value = adapter.image_value(row)
-            image = (save_bytes(value, out_dir) if isinstance(value, bytes)
-                     else save_image(value, out_dir, adapter.base_dir))
+            # images: the prepare stage's ImagePolicy (limits and confinement of what is read)
+            image = (save_bytes(value, out_dir, images) if isinstance(value, bytes)
+                     else save_image(value, out_dir, adapter.base_dir, images))
         except Filtered:
             report.filtered += 1
             continue

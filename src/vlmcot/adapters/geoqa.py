@@ -19,9 +19,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vlmcot.adapters.base import Adapter, Row, SourceError, register
-from vlmcot.adapters.images import ImageError
+from vlmcot.adapters.images import DEFAULT_POLICY, ImageError, check_size, read_file
 from vlmcot.adapters.text import BadRow, check_choices, numeric_or_short
 from vlmcot.config import StrictModel
+from vlmcot.images import ImagePolicy
 
 
 class GeoOptions(StrictModel):
@@ -70,8 +71,11 @@ def parse_answer(solution: str, n_choices: int) -> str:
 class _ImageStore:
     """Find ``geoqa_plus/8.png`` in a zip or folder, whatever prefix (``images/``) it was packed under."""
 
-    def __init__(self, where: Path):
+    def __init__(self, where: Path, policy: ImagePolicy | None = None):
         self.where = where
+        # the folder itself is always allowed; limits from prepare.images
+        policy = policy or DEFAULT_POLICY
+        self.policy = policy.model_copy(update={"roots": [*policy.roots, str(where)]})
         self.zip: zipfile.ZipFile | None = None
         self.index: dict[str, str] = {}
         if where.is_file():
@@ -94,10 +98,15 @@ class _ImageStore:
             member = self.index.get(rel)
             if member is None:
                 raise ImageError(f"image {rel} not in {self.where.name}")
-            return self.zip.read(member)
+            # the declared size, before anything is inflated (a 5 GB member is never read)
+            check_size(self.zip.getinfo(member).file_size, f"{rel} in {self.where.name}", self.policy)
+            with self.zip.open(member) as f:  # bounded even if the header lies
+                data = f.read(self.policy.max_bytes + 1)
+            check_size(len(data), f"{rel} in {self.where.name}", self.policy)
+            return data
         for p in (self.where / rel, self.where / "images" / rel):
             if p.is_file():
-                return p.read_bytes()
+                return read_file(p, None, self.policy)
         raise ImageError(f"image {rel} not under {self.where}")
 
 
@@ -144,7 +153,7 @@ class GeoQA(Adapter):
 
     def _images(self) -> _ImageStore:
         if self._store is None:
-            self._store = _ImageStore(self._image_location())
+            self._store = _ImageStore(self._image_location(), self.images)
         return self._store
 
     def _image_location(self) -> Path:

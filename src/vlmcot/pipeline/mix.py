@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import Field
 
 from vlmcot.config import StrictModel
+from vlmcot.images import ImagePolicy, ImageRejected, check_image
 from vlmcot.io import write_json, write_jsonl
 from vlmcot.prompts import GENERAL_PROMPT, build_prompt, format_response
 from vlmcot.records import CoTRecord, SFTRecord, Turn, VQARecord, load_vqa
@@ -60,6 +61,9 @@ class Config(StrictModel):
     seed: int = 0
     # bad input rows are named, counted and skipped; above this share the stage fails
     max_bad_rate: float = Field(0.01, ge=0, le=1)
+    # every image a mix names is fully decoded once here, within these limits (vlmcot.images), so a
+    # truncated file is named and skipped before SFT; source: sharegpt - sharegpt_image_root is an allowed root
+    images: ImagePolicy = Field(default_factory=ImagePolicy)
 
 
 def conversation(rec: VQARecord, mode: str, rationale: str | None = None, suffix: str = "") -> SFTRecord:
@@ -158,12 +162,49 @@ def run(cfg: Config, tracker) -> None:
         report = LoadReport()
         rows = import_sft(cfg.sharegpt_dir, cfg.sharegpt_image_root, report)
         report.check(cfg.max_bad_rate)
-        _write(build_from_sharegpt(rows, cfg), cfg, tracker, {"skipped.sharegpt": report.bad})
+        rows, bad_images = check_images(rows, cfg, roots=[cfg.sharegpt_image_root] if cfg.sharegpt_image_root else [])
+        _write(build_from_sharegpt(rows, cfg), cfg, tracker,
+               {"skipped.sharegpt": report.bad, "skipped.images": len(bad_images)})
         return
     cot, bad_cot = load_vqa(cfg.cot, model=CoTRecord, max_error_rate=cfg.max_bad_rate, key="mix.max_bad_rate", log=log)
     train, bad_train = load_vqa(cfg.records, max_error_rate=cfg.max_bad_rate, key="mix.max_bad_rate", log=log)
+    cot, bad_images = check_images(cot, cfg)
     _write(build_mixes(cot, train, cfg), cfg, tracker,
-           {"skipped.cot": len(bad_cot), "skipped.records": len(bad_train)})
+           {"skipped.cot": len(bad_cot), "skipped.records": len(bad_train), "skipped.images": len(bad_images)})
+
+
+def check_images(rows: list, cfg: Config, roots: list[str] = ()) -> tuple[list, list[str]]:
+    """The rows whose image passes :func:`vlmcot.images.check_image` (full decode, ``mix.images``
+    limits; each distinct file once), and one message per skipped row naming its id, file and why.
+
+    Rows from ``filter`` were decoded there already; this is what guards imported (sharegpt) rows,
+    and a file changed since. Cost on the embedded mix: see docs/reliability.md. More bad rows than
+    ``max_bad_rate`` fail the stage (StageError naming the first)."""
+    from vlmcot.stage import StageError
+
+    policy = cfg.images.model_copy(update={"roots": [*cfg.images.roots, *roots]}) if roots else cfg.images
+    verdict: dict[str, str | None] = {}
+    good, errors = [], []
+    for r in rows:
+        if not r.image:  # text-only imported rows carry no image (sft_rows decides about them)
+            good.append(r)
+            continue
+        if r.image not in verdict:
+            try:
+                check_image(r.image, ".", policy, decode=True)
+                verdict[r.image] = None
+            except ImageRejected as e:
+                verdict[r.image] = f"{e.reason}: {e}"
+        if verdict[r.image] is None:
+            good.append(r)
+        else:
+            errors.append(f"record {r.id}: {verdict[r.image]}")
+    for e in errors[:10]:
+        log.warning("mix: skipped %s", e)
+    if rows and len(errors) > cfg.max_bad_rate * len(rows):
+        raise StageError(f"mix: {len(errors)} of {len(rows)} rows have an unusable image, over "
+                         f"mix.max_bad_rate={cfg.max_bad_rate} (first: {errors[0]})")
+    return good, errors
 
 
 def _write(mixes: dict[str, list[SFTRecord]], cfg: Config, tracker, metrics: dict[str, float]) -> None:

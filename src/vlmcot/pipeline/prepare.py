@@ -88,7 +88,7 @@ def load_hub(cfg: Config, out_dir: Path, metrics: dict[str, float]) -> list[VQAR
     for split, sources in (("train", cfg.train_sources), ("eval", cfg.eval_sources)):
         for src in sources:
             report = LoadReport()
-            for rec in load(src, out_dir / "images", report):
+            for rec in load(src, out_dir / "images", report, images=cfg.images):
                 records.append(rec.model_copy(update={"split": split}))
             report.check(cfg.max_bad_fraction)
             metrics.update(report.as_metrics(f"source.{split}.{src.name}"))

@@ -72,10 +72,15 @@ class DPOTrainConfig(StrictModel):
 def dpo_rows(pairs: list[dict], root: str | Path = ".") -> tuple[list[dict], list[str]]:
     """Pair records -> TRL conversational preference rows ``{images, prompt, chosen, rejected}``.
 
-    A pair with a missing image or empty side is skipped, with one error naming its id.
+    A pair with a missing or undecodable image (each distinct file fully decoded once: pairs may be
+    imported released ones that never went through prepare) or an empty side is skipped, with one
+    error naming its id.
     """
+    from vlmcot.training.data import image_problem
+
     root = Path(root)
     rows, errors = [], []
+    seen: dict[Path, str | None] = {}
     for n, p in enumerate(pairs):
         pid = p.get("id", f"<row {n}>")
         try:
@@ -88,6 +93,9 @@ def dpo_rows(pairs: list[dict], root: str | Path = ".") -> tuple[list[dict], lis
             img = img if img.is_absolute() else root / img
             if not img.is_file():
                 raise ValueError(f"image file not found: {p['image']}")
+            problem = image_problem(img, seen)
+            if problem:
+                raise ValueError(problem)
         except ValueError as e:
             errors.append(f"pair {pid}: {e}")
             continue

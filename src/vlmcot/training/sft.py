@@ -105,8 +105,10 @@ def _make_trainer_class():
         def _set_signature_columns_if_needed(self):
             # keep the "length" column for the length-grouped sampler (TRL drops unknown columns first)
             super()._set_signature_columns_if_needed()
-            if "length" not in self._signature_columns:
-                self._signature_columns = [*self._signature_columns, "length"]
+            # and "id", so a collator error can name the record (NamedImageErrors)
+            for col in ("length", "id"):
+                if col not in self._signature_columns:
+                    self._signature_columns = [*self._signature_columns, col]
 
         def create_optimizer(self, *args, **kwargs):
             if self.optimizer is not None or self.vision_learning_rate is None:
@@ -173,7 +175,7 @@ def train_sft(
     Returns the trainer's final metrics (train_loss, train_runtime, steps, ...).
     """
     from vlmcot.models.chat_template import ensure_training_template
-    from vlmcot.training.data import to_dataset
+    from vlmcot.training.data import NamedImageErrors, to_dataset
 
     # assistant-only loss needs {% generation %} markers; a shipped template without them (Llama-3
     # LLaVA-NeXT) gets them here, verified by rendering, and is saved with the model
@@ -191,12 +193,13 @@ def train_sft(
     trainer = trainer_cls(
         model=model,
         args=args,
-        train_dataset=to_dataset(rows),
+        train_dataset=to_dataset(rows, decode=False),
         processing_class=processor,
         callbacks=callbacks,
         peft_config=peft_config(cfg.lora),
     )
     trainer.vision_learning_rate = None if cfg.freeze_vision_tower else cfg.vision_learning_rate
+    trainer.data_collator = NamedImageErrors(trainer.data_collator)
     if resume is not None:
         log.info("resuming from %s", resume)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
