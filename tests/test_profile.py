@@ -41,6 +41,7 @@ def test_paper_profile_carries_the_papers_hyperparameters(paper):
     assert c["sample"].backend == "server" and len(c["sample"].server.urls) == 8
     p = c["pairs"]
     assert (p.low, p.high, p.max_pairs_per_question, p.truncate_words) == (0.25, 0.85, 3, 90)
+    assert c["control"].rft_truncate_unit == p.truncate_unit == "space"  # RFT text cut like DPO's
     assert c["distill"].backend == "openai" and c["distill"].openai.model == "gpt-4o-2024-05-13"
     assert c["mix"].format_per_dataset == 50
     assert c["prepare"].source == "hub"

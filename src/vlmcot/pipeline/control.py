@@ -55,6 +55,8 @@ class Config(StrictModel):
     rft_max_per_question: int = Field(3, ge=1)
     # RFT: truncate samples to this many words like the pairs (null: keep whole responses)
     rft_truncate_words: int | None = Field(None, ge=1)
+    # what a word is when truncating (pairs.truncate_unit's meaning: set both alike so RFT sees DPO's text)
+    rft_truncate_unit: Literal["whitespace", "space"] = "whitespace"
     # seeds the per-question choice of RFT samples
     seed: int = 0
     # prompt layout of the RFT rows; must be the one `sample` used
@@ -130,7 +132,8 @@ def conversations(cfg: Config, item: str) -> list[dict]:
         raise StageError(f"{cfg.candidates}: {len(errors)} malformed rows (first: {errors[0]})")
     records, _ = validate_vqa(read_jsonl(cfg.records))
     rows, stats = rft_conversations(cands, {r.id: r for r in records}, cfg.rft_max_per_question, cfg.seed,
-                                    cfg.prompt_style, cfg.rft_truncate_words)
+                                    cfg.prompt_style, cfg.rft_truncate_words,
+                                    cfg.rft_truncate_unit)
     log.info("rft data: %s", stats)
     if not rows:
         raise StageError(f"{cfg.candidates}: no correct sample to fine-tune on")
