@@ -145,6 +145,14 @@ def plan(path: str | Path) -> list[str]:
             lines.append(f"{name}{'@' + item if item else ''}: {cmd}{how}")
         if hasattr(module, "plan_notes"):
             lines.extend("  ! " + n for n in module.plan_notes(cfg))
+        if name in ("sft", "dpo", "control"):
+            from vlmcot.training.common import master_dtype
+
+            if master_dtype(cfg.dtype, cfg.train, cfg.launch) != cfg.dtype:
+                lines.append(f"  ! {name}: dtype {cfg.dtype} without DeepSpeed (no fp32 master weights): the trained "
+                             "weights load as float32 under bf16 autocast (AdamW on bf16 weights drops small updates); "
+                             "DeepSpeed (train.deepspeed, or launch.accelerate_config with num_processes > 1) "
+                             "keeps them in bf16")
         base_model = getattr(cfg, "base_model", None) if name == "sft" else None
         if base_model and base_model.startswith((".", "/", "models/")) and not Path(base_model).exists():
             lines.append(f"  ! sft: MISSING sft.base_model {base_model}: convert the paper's weights first "

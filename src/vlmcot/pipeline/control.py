@@ -156,6 +156,7 @@ def dry_run(cfg: Config, item: str | None) -> None:
 def train_item(cfg: Config, item: str, n_steps: int, report_to: list[str]) -> dict:
     """Load the SFT model and the item's rows, train, save. Runs on every process of a distributed launch."""
     from vlmcot.models.loading import load_processor, model_loader
+    from vlmcot.training.common import master_dtype
     from vlmcot.training.lora import quantization_kwargs
     from vlmcot.stage import StageError
     from vlmcot.training.data import sft_rows
@@ -169,7 +170,9 @@ def train_item(cfg: Config, item: str, n_steps: int, report_to: list[str]) -> di
         raise StageError(f"control {item}: {len(errors)} of {len(raw)} rows unusable (first: {errors[:1]})")
     train_cfg = cfg.train.model_copy(update={"max_steps": n_steps})
     # the model loads inside train_sft, after the training arguments (ZeRO-3 partitions it at load time)
-    model = model_loader(cfg.sft_model, cfg.dtype, **quantization_kwargs(cfg.train.lora, cfg.dtype))
+    # float32 master weights where DeepSpeed does not keep them (bf16 AdamW would drop small updates)
+    model = model_loader(cfg.sft_model, master_dtype(cfg.dtype, cfg.train, cfg.launch),
+                             **quantization_kwargs(cfg.train.lora, cfg.dtype))
     processor = load_processor(cfg.sft_model)
     out = Path(cfg.out_dir) / item
     stats = train_sft(model, processor, rows, train_cfg, out, Path(cfg.checkpoint_dir) / item,
