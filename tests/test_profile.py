@@ -154,7 +154,7 @@ def test_cpu_smoke_overlay_changes_only_sizes_device_and_locations(paper, tmp_pa
                         "evaluate": ["backend", "scoring", "style", "modes", "dtype"],
                         "sample": ["backend", "temperature_short", "temperature_mc"],
                         "pairs": ["low", "high", "truncate_unit"], "dpo": ["sft_model", "dtype"],
-                        "mix": ["include_general"], "rerank": ["dtype"], "credit": ["dtype"]}.items():
+                        "mix": ["include_general", "general_source", "general_image_root"], "rerank": ["dtype"], "credit": ["dtype"]}.items():
         for k in keys:
             assert getattr(s[stage], k) == getattr(p[stage], k), f"{stage}.{k}"
     for stage in ("sft", "dpo", "control"):
