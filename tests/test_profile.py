@@ -180,3 +180,16 @@ def test_plan_says_where_bf16_weights_load_as_float32(paper, tmp_path):
     smoke.write_text(apply_profile(paper, ROOT / "configs/paper-cpu-smoke.yaml"))
     notes = [ln.split(":")[0].strip(" !") for ln in plan(smoke) if "load as float32" in ln]
     assert notes == ["sft", "control"]  # dpo keeps train.deepspeed (ZeRO-2) in its one-rank world
+
+
+def test_plan_warns_when_qlora_adapters_cannot_take_the_learning_rate(paper, tmp_path, monkeypatch):
+    """TRL trains a quantized model's adapters in bf16: the paper's DPO lr (5e-7) would round away."""
+    monkeypatch.setattr("vlmcot.training.lora.check_lora", lambda spec, where: None)  # CUDA checks: not here
+    y = yaml.safe_load(paper.read_text())
+    y["dpo"]["train"]["lora"] = {"enabled": True, "quantize": "4bit"}
+    y["sft"]["train"]["lora"] = {"enabled": True, "quantize": "4bit"}
+    y["sft"]["train"]["learning_rate"] = 1e-4
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(y))
+    notes = [ln for ln in plan(p) if "QLoRA trains its adapters in bfloat16" in ln]
+    assert len(notes) == 1 and "dpo.train.learning_rate >= 1e-05" in notes[0]
