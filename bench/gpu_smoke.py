@@ -1,6 +1,7 @@
 """GPU smoke of the paper path on one GPU with tiny models built here (no downloads): bf16 SFT under
 accelerate + DeepSpeed ZeRO-3, bf16 DPO under ZeRO-2, then sampling through the server backend from
-`vllm serve` (the separate vLLM env): once from one server, once spread over two (the sharded path),
+`vllm serve` (the separate vLLM env), which the sample stage starts and stops itself (server.launch, as in
+the paper profile): once from one server, once spread over two (the sharded path),
 reporting whether the two outputs are byte-identical (VLLM_BATCH_INVARIANT=1 on the servers). Driven by bench/gpu_smoke.sh, which builds the environments.
 
     python bench/gpu_smoke.py WORKDIR --vllm-python .venv-vllm/bin/python    # on a GPU
@@ -20,7 +21,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,87 +181,61 @@ def dpo(work: Path, cpu: bool) -> dict:
             "dpo_loss": stats.get("train_loss"), "dpo_wall_s": round(wall, 1)}
 
 
-def wait_for_server(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with code {proc.returncode} before answering (see its log)")
-        try:
-            with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError(f"no server at {url} after {timeout_s:.0f} s")
+def server_launch(cpu: bool, vllm_python: str | None) -> str:
+    """The `server.launch` command the sample stage starts (and stops) one server per url with, as the
+    paper profile's sample/evaluate stages start `vllm serve`. Both servers share the one GPU (no
+    CUDA_VISIBLE_DEVICES={index}: a 1-GPU machine), each taking a quarter of its memory."""
+    import shlex
 
-
-def start_server(work: Path, model: str, port: int, cpu: bool, vllm_python: str | None) -> subprocess.Popen:
-    log = (work / f"server-{port}.log").open("w")
     if cpu:  # the test suite's chat-completions server, answering as `vllm serve` would
-        cmd = [sys.executable, str(ROOT / "tests/teacher/server.py"), "--port", str(port), "--student", model]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    else:
-        cmd = [str(Path(vllm_python).parent / "vllm"), "serve", model, "--port", str(port),
-               "--dtype", "bfloat16", "--max-model-len", "2048", "--gpu-memory-utilization", "0.25",
-               "--limit-mm-per-prompt", '{"image": 1}', "--seed", "0",
-               "--enforce-eager"]  # no CUDA-graph capture: a tiny model starts in seconds
-        # batch-invariant kernels (compute capability >= 9): the same draws whichever server and batch
-        env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1", "VLLM_BATCH_INVARIANT": "1"}
-    print("$", " ".join(cmd), flush=True)
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+        return (f"PYTHONPATH={shlex.quote(str(ROOT))} {shlex.quote(sys.executable)} "
+                f"{shlex.quote(str(ROOT / 'tests/teacher/server.py'))} --port {{port}} --student {{model}}")
+    vllm = shlex.quote(str(Path(vllm_python).parent / "vllm"))
+    # batch-invariant kernels (compute capability >= 9): the same draws whichever server and batch;
+    # --enforce-eager: no CUDA-graph capture, so a tiny model starts in seconds
+    return ("VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 VLLM_BATCH_INVARIANT=1 "
+            f"{vllm} serve {{model}} --port {{port}} --dtype bfloat16 --max-model-len 2048 "
+            "--gpu-memory-utilization 0.25 --limit-mm-per-prompt '{\"image\": 1}' --seed 0 --enforce-eager")
 
 
-def _sample_run(work: Path, name: str, model: str, urls: list[str]) -> dict:
+def _sample_run(work: Path, name: str, model: str, urls: list[str], launch: str, cpu: bool) -> dict:
     import yaml
 
     from vlmcot.io import read_json
     from vlmcot.stage import main
 
+    server = {"urls": urls, "max_concurrency": 16, "launch": launch, "launch_timeout_s": 60 if cpu else 300}
     params = {"sample": {"model": model, "out_dir": str(work / name), "metrics_dir": str(work / name),
                          "root": str(work), "items": {"smoke": {"records": str(work / "records.jsonl")}},
                          "num_samples": NUM_SAMPLES, "max_new_tokens": 64, "chunk_size": N_QUESTIONS,
-                         "backend": "server", "server": {"urls": urls, "max_concurrency": 16}}}
+                         "backend": "server", "server": server}}
     p = work / f"params_{name}.yaml"
     p.write_text(yaml.safe_dump(params))
+    t0 = time.perf_counter()
     if main("sample", str(p), item="smoke") != 0:
-        raise RuntimeError(f"the sample stage failed against {urls} (see above)")
+        raise RuntimeError(f"the sample stage failed against {urls} (see above: the server's log on a launch failure)")
     m = read_json(work / name / "sample_smoke.json")
     if m["all.candidates"] != N_QUESTIONS * NUM_SAMPLES:
         raise RuntimeError(f"expected {N_QUESTIONS * NUM_SAMPLES} candidates, got {m['all.candidates']}")
+    m["wall_s"] = time.perf_counter() - t0  # the stage: servers started, sampled, stopped
     return m
 
 
 def sample(work: Path, cpu: bool, vllm_python: str | None) -> dict:
-    """Two servers of the SFT model: sample from one, then from both (the sharded path), compare."""
+    """The SFT model sampled by the sample stage through servers it starts itself (server.launch): from
+    one server, then from two (the sharded path); the two outputs compared."""
     model, ports = str(work / "sft/both"), [18471, 18472]
     urls = [f"http://127.0.0.1:{p}/v1" for p in ports]
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-    t0 = time.perf_counter()
-    procs = [start_server(work, model, p, cpu, vllm_python) for p in ports]
-    try:
-        for u, proc in zip(urls, procs):
-            wait_for_server(u, proc, 60 if cpu else 300)
-        startup = time.perf_counter() - t0
-        one = _sample_run(work, "sample_1server", model, urls[:1])
-        two = _sample_run(work, "sample_2servers", model, urls)
-    except BaseException:
-        for p in ports:
-            tail = (work / f"server-{p}.log").read_text(errors="replace").splitlines()[-40:]
-            print(f"---- server {p} log (last 40 lines) ----", *tail, sep="\n", file=sys.stderr)
-        raise
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    launch = server_launch(cpu, vllm_python)
+    one = _sample_run(work, "sample_1server", model, urls[:1], launch, cpu)
+    two = _sample_run(work, "sample_2servers", model, urls, launch, cpu)
     same = ((work / "sample_1server/smoke/candidates.jsonl").read_bytes()
             == (work / "sample_2servers/smoke/candidates.jsonl").read_bytes())
     return {"sample_samples_per_s": one["all.samples_per_s"], "sample_2servers_samples_per_s": two["all.samples_per_s"],
             "sample_candidates": one["all.candidates"], "sample_2servers_identical": same,
-            "server_startup_s": round(startup, 1)}
+            "sample_1server_stage_wall_s": round(one["wall_s"], 1),
+            "sample_2servers_stage_wall_s": round(two["wall_s"], 1)}
 
 
 def main_cli(argv: list[str] | None = None) -> int:

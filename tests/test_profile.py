@@ -41,6 +41,7 @@ def test_paper_profile_carries_the_papers_hyperparameters(paper):
     assert c["sample"].backend == "server" and len(c["sample"].server.urls) == 8
     p = c["pairs"]
     assert (p.low, p.high, p.max_pairs_per_question, p.truncate_words) == (0.25, 0.85, 3, 90)
+    assert c["control"].rft_truncate_unit == p.truncate_unit == "space"  # RFT text cut like DPO's
     assert c["distill"].backend == "openai" and c["distill"].openai.model == "gpt-4o-2024-05-13"
     assert c["mix"].format_per_dataset == 50
     assert c["prepare"].source == "hub"
@@ -153,7 +154,7 @@ def test_cpu_smoke_overlay_changes_only_sizes_device_and_locations(paper, tmp_pa
                         "evaluate": ["backend", "scoring", "style", "modes", "dtype"],
                         "sample": ["backend", "temperature_short", "temperature_mc"],
                         "pairs": ["low", "high", "truncate_unit"], "dpo": ["sft_model", "dtype"],
-                        "mix": ["include_general"], "rerank": ["dtype"], "credit": ["dtype"]}.items():
+                        "mix": ["include_general", "general_source", "general_image_root"], "rerank": ["dtype"], "credit": ["dtype"]}.items():
         for k in keys:
             assert getattr(s[stage], k) == getattr(p[stage], k), f"{stage}.{k}"
     for stage in ("sft", "dpo", "control"):
@@ -169,3 +170,26 @@ def test_cpu_smoke_overlay_changes_only_sizes_device_and_locations(paper, tmp_pa
     assert {x.name for x in s["prepare"].train_sources} <= {x.name for x in p["prepare"].train_sources}
     assert all(x.local_path and x.local_path.startswith("data/hub/") for x in s["prepare"].train_sources)
     assert s["distill"].openai.model == p["distill"].openai.model
+
+
+def test_plan_says_where_bf16_weights_load_as_float32(paper, tmp_path):
+    """Without DeepSpeed's fp32 master weights (one process: the CPU smoke's sft and controls) a bf16 full
+    fine-tune loads float32 weights; the paper's ZeRO launches keep bf16, and the plan says which."""
+    assert not [ln for ln in plan(paper) if "load as float32" in ln]
+    smoke = tmp_path / "smoke.yaml"
+    smoke.write_text(apply_profile(paper, ROOT / "configs/paper-cpu-smoke.yaml"))
+    notes = [ln.split(":")[0].strip(" !") for ln in plan(smoke) if "load as float32" in ln]
+    assert notes == ["sft", "control"]  # dpo keeps train.deepspeed (ZeRO-2) in its one-rank world
+
+
+def test_plan_warns_when_qlora_adapters_cannot_take_the_learning_rate(paper, tmp_path, monkeypatch):
+    """TRL trains a quantized model's adapters in bf16: the paper's DPO lr (5e-7) would round away."""
+    monkeypatch.setattr("vlmcot.training.lora.check_lora", lambda spec, where: None)  # CUDA checks: not here
+    y = yaml.safe_load(paper.read_text())
+    y["dpo"]["train"]["lora"] = {"enabled": True, "quantize": "4bit"}
+    y["sft"]["train"]["lora"] = {"enabled": True, "quantize": "4bit"}
+    y["sft"]["train"]["learning_rate"] = 1e-4
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(y))
+    notes = [ln for ln in plan(p) if "QLoRA trains its adapters in bfloat16" in ln]
+    assert len(notes) == 1 and "dpo.train.learning_rate >= 1e-05" in notes[0]

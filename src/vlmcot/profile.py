@@ -103,6 +103,10 @@ def _vllm_missing(section: str) -> str:
             f" {section}.server.urls: [http://HOST:8000/v1] (docs/gpu.md)")
 
 
+# below this a bf16 LoRA adapter (QLoRA) loses its AdamW updates (see plan)
+QLORA_MIN_LR = 1e-5
+
+
 def plan(path: str | Path) -> list[str]:
     """One line per stage run: the DVC command, plus how it executes at this profile's scale
     (accelerate launch for multi-process training, the generation backend for sampling/eval)."""
@@ -145,6 +149,21 @@ def plan(path: str | Path) -> list[str]:
             lines.append(f"{name}{'@' + item if item else ''}: {cmd}{how}")
         if hasattr(module, "plan_notes"):
             lines.extend("  ! " + n for n in module.plan_notes(cfg))
+        if name in ("sft", "dpo", "control"):
+            from vlmcot.training.common import master_dtype
+
+            if master_dtype(cfg.dtype, cfg.train, cfg.launch) != cfg.dtype:
+                lines.append(f"  ! {name}: dtype {cfg.dtype} without DeepSpeed (no fp32 master weights): the trained "
+                             "weights load as float32 under bf16 autocast (AdamW on bf16 weights drops small updates); "
+                             "DeepSpeed (train.deepspeed, or launch.accelerate_config with num_processes > 1) "
+                             "keeps them in bf16")
+            lora = cfg.train.lora
+            if lora.enabled and lora.quantize and cfg.train.learning_rate < QLORA_MIN_LR:
+                # TRL casts a quantized model's adapters to bf16 (trl SFTTrainer/DPOTrainer); Adam steps of
+                # ~lr on LoRA A (|w| ~ 1/sqrt(4096)) round away below |w| * 2^-9 ~ 1.5e-5
+                lines.append(f"  ! {name}: QLoRA trains its adapters in bfloat16 (TRL), where AdamW steps of "
+                             f"learning_rate {cfg.train.learning_rate:g} round away: set {name}.train.learning_rate "
+                             f">= {QLORA_MIN_LR:g} (QLoRA practice: 1e-4) or {name}.train.lora.quantize: null")
         base_model = getattr(cfg, "base_model", None) if name == "sft" else None
         if base_model and base_model.startswith((".", "/", "models/")) and not Path(base_model).exists():
             lines.append(f"  ! sft: MISSING sft.base_model {base_model}: convert the paper's weights first "

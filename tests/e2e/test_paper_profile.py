@@ -5,7 +5,8 @@ A copy of the repository gets what a GPU user downloads, in the same layouts:
   newline, Llama text model) written in the ORIGINAL LLaVA format (LlavaLlamaForCausalLM, mm_* keys,
   sharded safetensors), which `vlmcot convert-llava` turns into the HF model the pipeline loads;
 - data/hub/<repo>: hub-schema parquet copies of 4 training sets and 5 benchmarks (Image() columns as
-  struct{bytes, path}, README configs/data_files as on the hub), as `huggingface-cli download` writes;
+  struct{bytes, path}, README configs/data_files as on the hub), as `huggingface-cli download` writes,
+  and data/hub/sft_data: the release's general file (sft/pt_data_mix_2k.jsonl) with its images;
 - a chat-completions server on 127.0.0.1 standing in for GPT-4o (the teacher), at the URL
   configs/paper-cpu-smoke.yaml names; for `vllm serve` the sample/evaluate stages start (server.launch)
   the stand-in of tests/teacher/server.py per model, as they start vLLM on a GPU machine.
@@ -15,6 +16,7 @@ profile` x2, `vlmcot plan`, `dvc repro`), and every stage up to `report` must ha
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -126,6 +128,18 @@ def _hub_fixtures(hub_dir: Path) -> None:
             for i in range(4)]
     hub.repo("MMMU", {"default": {"validation": mmmu}}, MMMU_FEATS)
     shutil.rmtree(hub_dir / "hf-cache", ignore_errors=True)
+    # the release's general file (mix.general_source) and its unpacked images (mix.general_image_root)
+    from PIL import Image as PILImage
+
+    (hub_dir / "sft_data/images/general").mkdir(parents=True)
+    (hub_dir / "sft_data/sft").mkdir(parents=True)
+    rows = []
+    for i in range(6):
+        PILImage.new("RGB", (40, 24), (20 * i, 90, 120)).save(hub_dir / f"sft_data/images/general/{i}.png")
+        rows.append({"id": f"pt_{i}", "image": f"general/{i}.png", "conversations": [
+            {"from": "human", "value": "<image>\nDescribe the image briefly."},
+            {"from": "gpt", "value": f"A flat colour {i}."}]})
+    (hub_dir / "sft_data/sft/pt_data_mix_2k.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _run(cmd: str, cwd: Path, env: dict, timeout: float) -> tuple[str, float]:

@@ -233,3 +233,53 @@ def test_converted_folder_generates_through_the_project_backend(converted, tmp_p
     reqs = [GenRequest("w", "wide.png", "What is shown?"), GenRequest("t", "tall.png", "Which color?")]
     out = backend.generate(reqs, GenerationConfig(max_new_tokens=4, batch_size=2))
     assert [o.id for o in out] == ["w", "t"] and all(1 <= o.num_tokens[0] <= 4 for o in out)
+
+
+def test_eos_is_the_tokenizers_eot_everywhere(converted, caplog):
+    """config.json, generation_config.json and the tokenizer name <|eot_id|> as EOS: SFT's token alignment
+    changes nothing (no 'new PAD/BOS/EOS tokens' warning), and generation stops at <|eot_id|>."""
+    import logging
+
+    from transformers import AutoProcessor, LlavaNextForConditionalGeneration
+    from transformers.trainer_utils import align_special_tokens
+
+    _, _, dst, _ = converted
+    proc = AutoProcessor.from_pretrained(str(dst))
+    eot = proc.tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    assert proc.tokenizer.eos_token == "<|eot_id|>"
+    disk = json.loads((dst / "config.json").read_text())["text_config"]
+    gen = json.loads((dst / "generation_config.json").read_text())
+    assert disk["eos_token_id"][0] == eot and gen["eos_token_id"][0] == eot
+    assert disk["pad_token_id"] == proc.tokenizer.pad_token_id == gen["pad_token_id"]
+    hf = LlavaNextForConditionalGeneration.from_pretrained(str(dst))
+    before = (hf.config.text_config.eos_token_id, hf.generation_config.eos_token_id)
+    with caplog.at_level(logging.WARNING, logger="transformers.trainer_utils"):
+        align_special_tokens(hf, proc)
+    assert "new PAD/BOS/EOS" not in caplog.text
+    assert (hf.config.text_config.eos_token_id, hf.generation_config.eos_token_id) == before
+
+
+def test_generation_stops_at_eot(converted, tmp_path):
+    from PIL import Image
+
+    from vlmcot.generation import GenerationConfig, GenRequest, HFBackend
+    from vlmcot.models import load_model_and_processor
+
+    _, _, dst, _ = converted
+    Image.new("RGB", (28, 28), (200, 30, 30)).save(tmp_path / "sq.png")
+    model, proc = load_model_and_processor(str(dst))
+    eot = proc.tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    head = model.lm_head
+    # a head whose argmax is always <|eot_id|>: greedy decoding must stop after that one token
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True, dtype=head.weight.dtype)
+    with torch.no_grad():
+        biased.weight.zero_()
+        biased.bias.zero_()
+        biased.bias[eot] = 10.0
+    model.lm_head = biased
+    out = HFBackend(model, proc, root=tmp_path).generate([GenRequest("s", "sq.png", "What?")],
+                                                           GenerationConfig(max_new_tokens=6))
+    assert out[0].num_tokens[0] == 0 and out[0].texts[0] == ""
+    ids = model.generate(**proc(images=Image.open(tmp_path / "sq.png"), text="<image>\nWhat?", return_tensors="pt"),
+                         max_new_tokens=6, do_sample=False)
+    assert ids.shape[1] - 1 == ids[0].tolist().index(eot)  # model.generate's own stop (generation_config.json)

@@ -107,3 +107,64 @@ def test_mix_from_released_sharegpt_files(tmp_path, tracker):
     assert kinds["direct"] == {"direct": 2 + 10, "cot": 2}
     assert kinds["both"] == {"direct": 12, "cot": 12}
     assert all(r["conversations"][0]["value"].startswith("<image>\n") for r in sets["both"])
+
+
+def _llava_instruct(tmp_path, n=12):
+    """LLaVA-Instruct-150K's layout: one JSON list, COCO file names relative to the image root, multi-turn
+    conversations whose first human turn holds <image> (one row here lacks it: LLaVA prepends it)."""
+    import json
+
+    from PIL import Image
+
+    (tmp_path / "coco").mkdir()
+    rows = []
+    for i in range(n):
+        Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / "coco" / f"{i:012d}.jpg")
+        first = "What is in the image?" if i == 3 else "<image>\nWhat is in the image?"
+        rows.append({"id": f"{i:012d}", "image": f"{i:012d}.jpg",
+                     "conversations": [{"from": "human", "value": first}, {"from": "gpt", "value": f"A photo {i}."},
+                                       {"from": "human", "value": "Why?"}, {"from": "gpt", "value": "Because."}]})
+    rows.append({"id": "missing", "image": "nope.jpg", "conversations": rows[0]["conversations"]})
+    (tmp_path / "llava_instruct.json").write_text(json.dumps(rows))
+    return tmp_path / "llava_instruct.json"
+
+
+def test_general_rows_from_a_llava_conversation_file(tmp_path, tracker):
+    src = _llava_instruct(tmp_path)
+    cfg = _setup(tmp_path, format_per_dataset=2, general_size=5, general_source=str(src),
+                 general_image_root=str(tmp_path / "coco"), max_bad_rate=0.1)
+    mix.run(cfg, tracker)
+    general = read_jsonl(tmp_path / "mix" / "general.jsonl")
+    assert len(general) == 5 and all(r["kind"] == "general" and r["dataset"] == "general" for r in general)
+    assert all(len(r["conversations"]) == 4 and r["conversations"][0]["value"].startswith("<image>\n")
+               for r in general)
+    assert all(r["image"] == str(tmp_path / "coco" / f"{r['id']}.jpg") for r in general)
+    both = read_jsonl(tmp_path / "mix" / "both.jsonl")
+    assert {r["id"] for r in both if r["kind"] == "general"} == {r["id"] for r in general}
+    assert not [r for r in both if r["id"].endswith("-general")]  # no synthetic descriptions with a source
+    assert read_json(cfg.metrics)["skipped.general"] == 1  # the row whose image is missing
+    # the same draw from the same file whatever its order; JSONL holds the same rows
+    import json
+    rows = json.loads(src.read_text())
+    jl = tmp_path / "general.jsonl"
+    write_jsonl(jl, rows[::-1])
+    mix.run(cfg.model_copy(update={"general_source": str(jl)}), tracker)
+    assert read_jsonl(tmp_path / "mix" / "general.jsonl") == general
+
+
+def test_general_source_missing_is_named_at_plan_and_run_time(tmp_path, tracker):
+    import pytest
+
+    from vlmcot.stage import StageError
+
+    cfg = _setup(tmp_path, general_source=str(tmp_path / "pt_data_mix_2k.jsonl"),
+                 general_image_root=str(tmp_path / "images"))
+    notes = mix.plan_notes(cfg)
+    assert len(notes) == 2 and "MISSING general_source" in notes[0] and "Share4oReasoning/sft_data" in notes[0]
+    assert "MISSING general_image_root" in notes[1]
+    assert mix.plan_notes(cfg.model_copy(update={"include_general": False})) == []
+    with pytest.raises(StageError, match="general_source .* not found"):
+        mix.run(cfg, tracker)
+    (tmp_path / "bad.json").write_text('{"id": 1}')
+    with pytest.raises(StageError, match="must hold a list"):
+        mix.run(cfg.model_copy(update={"general_source": str(tmp_path / "bad.json")}), tracker)

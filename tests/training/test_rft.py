@@ -2,6 +2,8 @@
 
 import random
 
+import pytest
+
 from vlmcot.records import Candidate, VQARecord
 from vlmcot.training.rft import rft_conversations
 
@@ -31,3 +33,16 @@ def test_rft_rows():
     shuffled = _cands()
     random.Random(1).shuffle(shuffled)
     assert rft_conversations(shuffled, recs, max_per_question=1)[0] == one  # order never matters
+
+
+def test_rft_truncates_with_the_pairs_unit():
+    """'space' is the pairs' unit in the paper profile: a newline does not split a word, as in run_dpo.py."""
+    recs = {"q3": _rec("q3")}
+    cands = [Candidate(id="q3", sample=0, text="so 3\n\n### Answer: 7", extracted="7", correct=True,
+                       dataset="synth_chart")]
+    ws, _ = rft_conversations(cands, recs, truncate_words=2)
+    sp, _ = rft_conversations(cands, recs, truncate_words=2, truncate_unit="space")
+    assert ws[0]["conversations"][1]["value"] == "so 3"
+    assert sp[0]["conversations"][1]["value"] == "so 3\n\n###"
+    with pytest.raises(ValueError, match="truncate unit"):
+        rft_conversations(cands, recs, truncate_words=2, truncate_unit="token")

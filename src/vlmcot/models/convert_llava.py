@@ -256,6 +256,12 @@ def convert_llava_next(src: str | Path, dst: str | Path, dtype: str | None = Non
         image_seq_length=(vcfg.image_size // vcfg.patch_size) ** 2,
     )
     config.pad_token_id = tok.pad_token_id
+    # the tokenizer's turn end (<|eot_id|>) first, then <|end_of_text|>: the text config, the generation
+    # config and the tokenizer agree, so the trainers' token alignment changes (and warns about) nothing
+    eos = list(dict.fromkeys(i for i in (eot, eot_text) if i is not None))
+    config.text_config.eos_token_id = eos if len(eos) > 1 else (eos[0] if eos else None)
+    config.text_config.bos_token_id = tok.bos_token_id
+    config.text_config.pad_token_id = tok.pad_token_id
 
     new_state: dict[str, Any] = {}
     for k, v in state.items():
@@ -286,7 +292,6 @@ def convert_llava_next(src: str | Path, dst: str | Path, dtype: str | None = Non
         model = model.to({"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype])
     model.eval()
 
-    eos = list(dict.fromkeys(i for i in (eot, eot_text) if i is not None))
     model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=eos or None,
                                                pad_token_id=tok.pad_token_id)
     dst.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,8 @@ class Config(StrictModel):
     rft_max_per_question: int = Field(3, ge=1)
     # RFT: truncate samples to this many words like the pairs (null: keep whole responses)
     rft_truncate_words: int | None = Field(None, ge=1)
+    # what a word is when truncating (pairs.truncate_unit's meaning: set both alike so RFT sees DPO's text)
+    rft_truncate_unit: Literal["whitespace", "space"] = "whitespace"
     # seeds the per-question choice of RFT samples
     seed: int = 0
     # prompt layout of the RFT rows; must be the one `sample` used
@@ -130,7 +132,8 @@ def conversations(cfg: Config, item: str) -> list[dict]:
         raise StageError(f"{cfg.candidates}: {len(errors)} malformed rows (first: {errors[0]})")
     records, _ = validate_vqa(read_jsonl(cfg.records))
     rows, stats = rft_conversations(cands, {r.id: r for r in records}, cfg.rft_max_per_question, cfg.seed,
-                                    cfg.prompt_style, cfg.rft_truncate_words)
+                                    cfg.prompt_style, cfg.rft_truncate_words,
+                                    cfg.rft_truncate_unit)
     log.info("rft data: %s", stats)
     if not rows:
         raise StageError(f"{cfg.candidates}: no correct sample to fine-tune on")
@@ -153,6 +156,7 @@ def dry_run(cfg: Config, item: str | None) -> None:
 def train_item(cfg: Config, item: str, n_steps: int, report_to: list[str]) -> dict:
     """Load the SFT model and the item's rows, train, save. Runs on every process of a distributed launch."""
     from vlmcot.models.loading import load_processor, model_loader
+    from vlmcot.training.common import master_dtype
     from vlmcot.training.lora import quantization_kwargs
     from vlmcot.stage import StageError
     from vlmcot.training.data import sft_rows
@@ -166,7 +170,9 @@ def train_item(cfg: Config, item: str, n_steps: int, report_to: list[str]) -> di
         raise StageError(f"control {item}: {len(errors)} of {len(raw)} rows unusable (first: {errors[:1]})")
     train_cfg = cfg.train.model_copy(update={"max_steps": n_steps})
     # the model loads inside train_sft, after the training arguments (ZeRO-3 partitions it at load time)
-    model = model_loader(cfg.sft_model, cfg.dtype, **quantization_kwargs(cfg.train.lora, cfg.dtype))
+    # float32 master weights where DeepSpeed does not keep them (bf16 AdamW would drop small updates)
+    model = model_loader(cfg.sft_model, master_dtype(cfg.dtype, cfg.train, cfg.launch),
+                             **quantization_kwargs(cfg.train.lora, cfg.dtype))
     processor = load_processor(cfg.sft_model)
     out = Path(cfg.out_dir) / item
     stats = train_sft(model, processor, rows, train_cfg, out, Path(cfg.checkpoint_dir) / item,

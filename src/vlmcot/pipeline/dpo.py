@@ -97,12 +97,15 @@ def train(cfg: Config, report_to: list[str]) -> dict[str, float]:
     """Load policy + reference, train, save. Runs on every process of a distributed launch."""
     from vlmcot.models.loading import load_processor, model_loader
     from vlmcot.training.dpo import train_dpo
+    from vlmcot.training.common import master_dtype
     from vlmcot.training.lora import quantization_kwargs
 
     rows, bad = load_rows(cfg)
     # loaded inside train_dpo, after the training arguments (ZeRO-3 partitions them at load time); the
     # reference is a separate object (TRL requires it)
-    policy = model_loader(cfg.sft_model, cfg.dtype, **quantization_kwargs(cfg.train.lora, cfg.dtype))
+    # float32 master weights where DeepSpeed does not keep them (bf16 AdamW would drop small updates)
+    policy = model_loader(cfg.sft_model, master_dtype(cfg.dtype, cfg.train, cfg.launch),
+                              **quantization_kwargs(cfg.train.lora, cfg.dtype))
     ref = model_loader(cfg.sft_model, cfg.dtype)  # not loaded with LoRA (the adapter-off policy is the reference)
     processor = load_processor(cfg.sft_model)
     stats = train_dpo(policy, ref, processor, rows, cfg.train, cfg.out_dir, cfg.checkpoint_dir,

@@ -31,6 +31,11 @@ from vlmcot.prompts import GENERAL_PROMPT, build_prompt, format_response
 from vlmcot.records import CoTRecord, SFTRecord, Turn, VQARecord, load_vqa
 
 SECTION = "mix"
+# where the paper's 2k general rows come from (the ShareGPT-4o-Reasoning release's general file)
+GENERAL_DOWNLOAD = ("huggingface-cli download Share4oReasoning/sft_data --repo-type dataset --local-dir "
+                    "data/hub/sft_data, then unpack its image archives (image_data/*.tar.gz, image_mix/*.tar.gz) "
+                    "under mix.general_image_root; or point mix.general_source at LLaVA-Instruct-150K's "
+                    "llava_instruct_150k.json with general_image_root at COCO train2017")
 MIXES = ("format", "direct", "cot", "both")
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,12 @@ class Config(StrictModel):
     include_general: bool = True
     # size of the general set (0 = none)
     general_size: int = Field(200, ge=0)
+    # a LLaVA-format conversation file ({"id", "image", "conversations": [{"from": "human"|"gpt", ...}]};
+    # JSON list or JSONL: the release's sft/pt_data_mix_2k.jsonl, LLaVA-Instruct's llava_instruct_150k.json)
+    # sampled to general_size for the general set; null: image descriptions of the prepared records
+    general_source: str | None = None
+    # the general rows' image paths are relative to this folder
+    general_image_root: str | None = None
     # seed for the format and general samples
     seed: int = 0
     # bad input rows are named, counted and skipped; above this share the stage fails
@@ -93,7 +104,48 @@ def general_conversation(rec: VQARecord) -> SFTRecord | None:
     )
 
 
-def build_mixes(cot: list[CoTRecord], train: list[VQARecord], cfg: Config) -> dict[str, list[SFTRecord]]:
+def general_rows(cfg: Config, report) -> list[SFTRecord]:
+    """The rows of ``general_source`` whose image exists under ``general_image_root`` (LLaVA's format,
+    normalised like the release's rows: vlmcot.sharegpt.sft_record), as kind "general"; bad rows are
+    named in ``report``, never fatal one by one."""
+    import json
+
+    from vlmcot.adapters.base import BadRow
+    from vlmcot.sharegpt import _rows, sft_record
+
+    path = Path(cfg.general_source)
+    if path.suffix == ".json":  # LLaVA-Instruct ships one JSON list
+        from vlmcot.stage import StageError
+
+        try:
+            with path.open(encoding="utf-8") as f:
+                data = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise StageError(f"mix.general_source {path}: not a JSON file ({e})") from None
+        if not isinstance(data, list):
+            raise StageError(f"mix.general_source {path}: a .json file must hold a list of conversations "
+                             "(JSONL: one per line)")
+        rows = ((f"{path}: item {n}", n, row) for n, row in enumerate(data))
+    else:
+        rows = _rows(path)
+    out: list[SFTRecord] = []
+    for where, _, row in rows:
+        report.rows += 1
+        try:
+            rec = sft_record(row, "general", "general", cfg.general_image_root)
+            if rec.image and not Path(rec.image).is_file():
+                raise BadRow("missing_image", f"id {rec.id}: image file {rec.image} not found")
+        except BadRow as e:
+            report.add_bad(where, e.reason, str(e))
+            continue
+        report.records += 1
+        out.append(rec)
+    return out
+
+
+def build_mixes(cot: list[CoTRecord], train: list[VQARecord], cfg: Config,
+                general_pool: list[SFTRecord] | None = None) -> dict[str, list[SFTRecord]]:
+    """``general_pool``: the rows of mix.general_source (None: descriptions of the ``train`` records)."""
     rng = random.Random(cfg.seed)
     by_ds: dict[str, list[CoTRecord]] = collections.defaultdict(list)
     for r in sorted(cot, key=lambda r: r.id):
@@ -114,7 +166,10 @@ def build_mixes(cot: list[CoTRecord], train: list[VQARecord], cfg: Config) -> di
 
     general: list[SFTRecord] = []
     if cfg.include_general and cfg.general_size:
-        pool = [g for g in (general_conversation(r) for r in sorted(train, key=lambda r: r.id)) if g]
+        if general_pool is None:
+            pool = [g for g in (general_conversation(r) for r in sorted(train, key=lambda r: r.id)) if g]
+        else:
+            pool = sorted(general_pool, key=lambda r: r.id)  # the draw depends on the seed, not the file order
         general = rng.sample(pool, min(cfg.general_size, len(pool)))
 
     mixes = {
@@ -169,8 +224,24 @@ def run(cfg: Config, tracker) -> None:
     cot, bad_cot = load_vqa(cfg.cot, model=CoTRecord, max_error_rate=cfg.max_bad_rate, key="mix.max_bad_rate", log=log)
     train, bad_train = load_vqa(cfg.records, max_error_rate=cfg.max_bad_rate, key="mix.max_bad_rate", log=log)
     cot, bad_images = check_images(cot, cfg)
-    _write(build_mixes(cot, train, cfg), cfg, tracker,
-           {"skipped.cot": len(bad_cot), "skipped.records": len(bad_train), "skipped.images": len(bad_images)})
+    metrics = {"skipped.cot": len(bad_cot), "skipped.records": len(bad_train), "skipped.images": len(bad_images)}
+    pool = None
+    if cfg.include_general and cfg.general_size and cfg.general_source:
+        from vlmcot.adapters.base import LoadReport
+        from vlmcot.stage import StageError
+
+        if not Path(cfg.general_source).is_file():
+            raise StageError(f"mix.general_source {cfg.general_source} not found ({GENERAL_DOWNLOAD})")
+        report = LoadReport(source=f"mix.general_source {cfg.general_source}")
+        pool = general_rows(cfg, report)
+        report.check(cfg.max_bad_rate)
+        # imported rows never went through prepare/filter: decode their images here, like sharegpt's
+        pool, bad_general = check_images(pool, cfg, [cfg.general_image_root] if cfg.general_image_root else [])
+        metrics["skipped.general"] = report.bad + len(bad_general)
+        if len(pool) < cfg.general_size:
+            log.warning("mix: general_source has %d usable rows, fewer than general_size %d", len(pool),
+                        cfg.general_size)
+    _write(build_mixes(cot, train, cfg, pool), cfg, tracker, metrics)
 
 
 def check_images(rows: list, cfg: Config, roots: list[str] = ()) -> tuple[list, list[str]]:
@@ -205,6 +276,19 @@ def check_images(rows: list, cfg: Config, roots: list[str] = ()) -> tuple[list, 
         raise StageError(f"mix: {len(errors)} of {len(rows)} rows have an unusable image, over "
                          f"mix.max_bad_rate={cfg.max_bad_rate} (first: {errors[0]})")
     return good, errors
+
+
+def plan_notes(cfg: Config) -> list[str]:
+    """What `vlmcot plan` says before the mix can run: a general_source to download."""
+    if cfg.source != "distilled" or not (cfg.include_general and cfg.general_size and cfg.general_source):
+        return []
+    notes = []
+    if not Path(cfg.general_source).is_file():
+        notes.append(f"mix: MISSING general_source {cfg.general_source}: {GENERAL_DOWNLOAD}")
+    if cfg.general_image_root and not Path(cfg.general_image_root).is_dir():
+        notes.append(f"mix: MISSING general_image_root {cfg.general_image_root}: unpack the general rows' images "
+                     "there (the release's image archives; COCO train2017 for LLaVA-Instruct)")
+    return notes
 
 
 def _write(mixes: dict[str, list[SFTRecord]], cfg: Config, tracker, metrics: dict[str, float]) -> None:

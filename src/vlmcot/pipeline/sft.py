@@ -141,6 +141,7 @@ def dry_run(cfg: Config, item: str | None) -> None:
 def train_mix(cfg: Config, mix: str, report_to: list[str]) -> dict[str, float]:
     """Load the base model and the mix, train, save. Runs on every process of a distributed launch."""
     from vlmcot.models.loading import load_processor, model_loader
+    from vlmcot.training.common import master_dtype
     from vlmcot.training.lora import quantization_kwargs
     from vlmcot.stage import StageError
     from vlmcot.training.data import sft_rows
@@ -158,7 +159,9 @@ def train_mix(cfg: Config, mix: str, report_to: list[str]) -> dict[str, float]:
     if not rows or len(errors) > cfg.max_bad_rate * (len(raw) + len(unreadable)):
         raise StageError(f"{mix_path}: {len(errors)} of {len(raw)} rows unusable (first: {errors[:1]})")
     # the model loads inside train_sft, after the training arguments (ZeRO-3 partitions it at load time)
-    model = model_loader(cfg.base_model, cfg.dtype, **quantization_kwargs(cfg.train.lora, cfg.dtype))
+    # float32 master weights where DeepSpeed does not keep them (bf16 AdamW would drop small updates)
+    model = model_loader(cfg.base_model, master_dtype(cfg.dtype, cfg.train, cfg.launch),
+                             **quantization_kwargs(cfg.train.lora, cfg.dtype))
     processor = load_processor(cfg.base_model)
     stats = train_sft(
         model,

@@ -27,6 +27,33 @@ def single_process_env() -> None:
         os.environ.setdefault(k, v)
 
 
+def deepspeed_manages_weights(train, launch) -> bool:
+    """Whether DeepSpeed runs this training (``train.deepspeed``, or a multi-process launch whose accelerate
+    config is a DEEPSPEED one): its ZeRO optimizer then keeps fp32 master weights of bf16-loaded ones."""
+    if getattr(train, "deepspeed", None):
+        return True
+    if launch is None or not launch.distributed or not launch.accelerate_config:
+        return False
+    from vlmcot.config import load_yaml
+
+    try:
+        acc = load_yaml(Path(launch.accelerate_config).read_text()) or {}
+    except OSError:
+        return False  # a missing accelerate config fails at launch, with accelerate's own message
+    return str(acc.get("distributed_type", "")).upper() == "DEEPSPEED"
+
+
+def master_dtype(dtype: str, train, launch) -> str:
+    """The dtype to load the weights being trained in. AdamW on bf16 parameters loses every update below
+    half of bf16's precision (2^-8 relative: a 5e-7 step on a weight of 0.02 rounds away), so a full
+    fine-tune asked for in bfloat16 without DeepSpeed's fp32 master weights loads float32 weights instead
+    and trains under bf16 autocast (``train.bf16``). LoRA trains fp32 adapters (peft casts them) on frozen
+    base weights, which stay in ``dtype``."""
+    if dtype != "bfloat16" or train.lora.enabled or deepspeed_manages_weights(train, launch):
+        return dtype
+    return "float32"
+
+
 def trainer_kwargs(cfg, output_dir: str | Path, report_to: list[str] | None, run_name: str) -> dict:
     """Keyword arguments shared by our ``SFTConfig`` and ``DPOConfig`` (either config class as ``cfg``)."""
     import torch

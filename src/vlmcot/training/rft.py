@@ -26,10 +26,12 @@ def rft_conversations(
     seed: int = 0,
     prompt_style: str = "paper",
     truncate_words: int | None = None,
+    truncate_unit: str = "whitespace",
 ) -> tuple[list[dict], dict[str, int]]:
     """(LLaVA rows sorted by id, counts). A question whose record is missing is counted, never fatal."""
     if max_per_question < 1:
         raise ValueError(f"max_per_question must be >= 1, got {max_per_question}")
+    first_words("", truncate_words, truncate_unit)  # validates both before any work
     by_q: dict[str, list[Candidate]] = defaultdict(list)
     for c in candidates:
         by_q[c.id].append(c)
@@ -50,7 +52,7 @@ def rft_conversations(
         seen: set[str] = set()
         prompt = "<image>\n" + build_prompt(rec, "cot", prompt_style)
         for c in correct:
-            text = first_words(c.text, truncate_words).strip()
+            text = first_words(c.text, truncate_words, truncate_unit).strip()
             if not text or text in seen:
                 continue
             seen.add(text)
