@@ -64,7 +64,7 @@ def params(root: Path, out: str, urls: list[str]) -> Path:
                    "server": server},
         "evaluate": {"records": str(root / "records.jsonl"), "models": {"both": MODEL},
                      "predictions_dir": str(root / out / "eval"), "metrics_dir": str(root / out / "m"),
-                     "root": str(root), "backend": "server", "server": server},
+                     "summary_dir": str(root / out / "paper"), "root": str(root), "backend": "server", "server": server},
     }
     path = root / f"params_{out}.yaml"
     path.write_text(yaml.safe_dump(p))

@@ -26,7 +26,7 @@ def write_params(root: Path, out: str) -> Path:
                    "num_samples": 3, "max_new_tokens": 8, "batch_size": 2, "chunk_size": 2, "seed": 3},
         "evaluate": {"records": str(root / "train.jsonl"), "models": {"tiny": str(root / "model")},
                      "predictions_dir": str(root / out / "eval"), "metrics_dir": str(root / out / "m"),
-                     "root": str(root), "generation": {"max_new_tokens": 8, "batch_size": 3}},
+                     "summary_dir": str(root / out / "paper"), "root": str(root), "generation": {"max_new_tokens": 8, "batch_size": 3}},
     }
     path = root / f"params_{out}.yaml"
     path.write_text(yaml.safe_dump(p))
