@@ -32,7 +32,9 @@ def micro_params(root: Path) -> Path:
     params = {
         "base": {"model": model, "train": dict(learning_rate=3e-3, max_steps=4, per_device_train_batch_size=8,
                                                logging_steps=2, save_steps=1000, max_length=256),
-                 "eval_images": 2, "generation": gen},
+                 "eval_images": 2, "generation": gen,
+                 # not world images: no reading phase (its default is the embedded 1,000 steps)
+                 "vision_pretrain": {"steps": 0}},
         # enough steps to learn the '### Answer:' format, so samples are sometimes right and sometimes wrong
         "sft": {"mixes": ["both"], "train": dict(learning_rate=5e-3, max_steps=250, per_device_train_batch_size=8,
                                                  logging_steps=20, save_steps=1000, max_length=256,

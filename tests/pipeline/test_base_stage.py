@@ -46,6 +46,7 @@ def test_base_pretrains_reading_then_describes(tmp_path, monkeypatch, restore_th
                  text_layers=1, text_heads=2, text_intermediate=96, max_position=384, vocab_size=400)
     params = {"base": {
         "model": model, "torch_threads": 2, "eval_images": 2, "generation": {"max_new_tokens": 8, "batch_size": 2},
+        "tokenizer_texts": [],  # no mix here (the embedded default also trains the tokenizer on data/mix/both.jsonl)
         "vision_pretrain": {"steps": 3, "batch_size": 4, "eval_images": 4, "logging_steps": 1},
         "train": {"max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 100, "max_length": 384,
                   "freeze_vision_tower": True},
