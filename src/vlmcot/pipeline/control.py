@@ -210,6 +210,7 @@ def run(cfg: Config, tracker, item: str | None = None) -> None:
 
 def worker_main(config_path: str) -> int:
     """Entry of each process under ``accelerate launch``: train, rank 0 writes the stats."""
+    import torch
     import torch.distributed as dist
 
     from vlmcot.tracking import configure
@@ -217,6 +218,8 @@ def worker_main(config_path: str) -> int:
     configure()
     spec = json.loads(Path(config_path).read_text())
     cfg = Config.model_validate(spec["config"])
+    # the params' thread count, as vlmcot.stage.main and the sft/dpo workers set it: not the environment's
+    torch.set_num_threads(cfg.torch_threads)
     stats = train_item(cfg, spec["item"], int(spec["steps"]), report_to=["mlflow"])
     if not dist.is_initialized() or dist.get_rank() == 0:
         write_json(Path(cfg.out_dir) / spec["item"] / "train_stats.json", stats)
