@@ -40,7 +40,9 @@ from vlmcot.prompts import (
 )
 from vlmcot.records import VQARecord
 from vlmcot.training.sft import TrainConfig, config_hash, train_sft
+from vlmcot.training.text import TextPretrainConfig, pretrain_language_model
 from vlmcot.training.vision import VisionPretrainConfig, pretrain_vision_tower
+from vlmcot.world.text import corpus as text_corpus
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,8 @@ class Config(StrictModel):
     tokenizer_texts: list[str] = ["data/mix/both.jsonl"]
     # torch intra-op threads for this stage (DVC runs stages one at a time; 2 on 2 cores: 1.81x, bench_threads)
     torch_threads: int = Field(2, ge=1)
+    # language pretraining of the LM on the world's plain text before anything else (steps 0: skip)
+    text_pretrain: TextPretrainConfig = TextPretrainConfig()
     # reading pretraining of the vision tower before description training (steps 0: skip)
     vision_pretrain: VisionPretrainConfig = VisionPretrainConfig(steps=1000, bf16=True)
     # trainer settings for description pretraining
@@ -205,13 +209,24 @@ def run(cfg: Config, tracker) -> None:
     extra, bad = conversation_texts(cfg.tokenizer_texts)
     if bad:
         log.warning("base: %d tokenizer_texts rows skipped (first: %s)", len(bad), bad[0])
+    tp = cfg.text_pretrain
+    docs = text_corpus(tp.documents, tp.seed, tp.corpus) if tp.steps else []
     tokenizer = train_bpe_tokenizer(
-        tokenizer_corpus(train) + extra, vocab_size=cfg.model.vocab_size, min_frequency=cfg.tokenizer_min_frequency
+        tokenizer_corpus(train) + extra + docs, vocab_size=cfg.model.vocab_size,
+        min_frequency=cfg.tokenizer_min_frequency,
     )
     processor = build_processor(tokenizer, cfg.model.image_size, cfg.model.patch_size)
     model = build_tiny_llava(cfg.model, tokenizer)
     n_params = count_parameters(model)
     log.info("tiny LLaVA: %d parameters, vocab %d, %d description rows", n_params, len(tokenizer), len(rows))
+    text_stats = {}
+    if tp.steps:
+        # held-out documents from another seed: the loss on text the LM never saw
+        text_stats = pretrain_language_model(
+            model, tokenizer, docs, tp, heldout_docs=text_corpus(200, tp.seed + 1, tp.corpus),
+            log_metrics=lambda m, step: tracker.log_metrics(m, step=step),
+        )
+        log.info("text pretraining: %s", text_stats)
     vision_stats = pretrain_reading(cfg, model, processor, train, tracker) if cfg.vision_pretrain.steps else {}
 
     stats = train_sft(
@@ -235,7 +250,14 @@ def run(cfg: Config, tracker) -> None:
         "train_loss": stats.get("train_loss", 0.0),
         "train_runtime_s": stats.get("train_runtime", 0.0),
         **{f"vision.{k}": v for k, v in vision_stats.items()},
+        **{f"text.{k}": v for k, v in text_stats.items()},
     }
+    if tp.steps:
+        # what the description training left of the arithmetic (it trains the same LM on other text)
+        from vlmcot.training.text import arithmetic_facts, fact_accuracy
+
+        metrics["text.arithmetic_acc_after_base"] = fact_accuracy(
+            model, processor.tokenizer, arithmetic_facts(200, tp.seed + 7, tp.corpus.max_digit), tp.bf16)
     if cfg.eval_images:
         metrics.update(describe_eval(cfg, model, processor))
     write_json(cfg.metrics, metrics)
