@@ -170,7 +170,7 @@ def description_scores(prediction: str, reference: str) -> dict[str, float]:
 
 def load_records(path: str) -> list[VQARecord]:
     from vlmcot.records import validate_vqa
-    from vlmcot.stage import StageError
+    from vlmcot.errors import StageError
 
     if not Path(path).is_file():
         raise StageError(f"{path} not found (run the prepare stage first)")
@@ -183,7 +183,7 @@ def load_records(path: str) -> list[VQARecord]:
 
 
 def run(cfg: Config, tracker) -> None:
-    from vlmcot.stage import StageError
+    from vlmcot.errors import StageError
 
     if not cfg.enabled:
         # Paper scale: a pretrained VLM replaces this stage. Keep the DVC outputs so the DAG stays valid.
@@ -296,7 +296,7 @@ def reading_targets(
 def pretrain_reading(cfg: Config, model, processor, train: list[VQARecord], tracker) -> dict[str, float]:
     """Pretrain ``model``'s vision tower in place to read (vlmcot.training.vision); patch accuracies on
     eval images. Deterministic given the config, so a resumed stage simply redoes it (~2 min)."""
-    from vlmcot.stage import StageError
+    from vlmcot.errors import StageError
     from vlmcot.world.layout import COLOUR_CLASSES
 
     vp = cfg.vision_pretrain

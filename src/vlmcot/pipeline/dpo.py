@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import Field
 
 from vlmcot.config import StrictModel, save_resolved
+from vlmcot.errors import StageError
 from vlmcot.io import read_jsonl, write_json
 from vlmcot.pipeline.sft import LaunchConfig, accelerate_launch
 from vlmcot.training.dpo import DPOTrainConfig
@@ -77,7 +78,6 @@ def dry_run(cfg: Config, item: str | None) -> None:
 
 
 def load_rows(cfg: Config) -> tuple[list[dict], int]:
-    from vlmcot.stage import StageError
     from vlmcot.training.dpo import dpo_rows
 
     if not Path(cfg.pairs).is_file():
@@ -116,7 +116,6 @@ def train(cfg: Config, report_to: list[str]) -> dict[str, float]:
 
 
 def run(cfg: Config, tracker) -> None:
-    from vlmcot.stage import StageError
     from vlmcot.training.launch import node_rank
 
     out = Path(cfg.out_dir)

@@ -20,12 +20,12 @@ from typing import Literal
 from pydantic import Field, ValidationError, model_validator
 
 from vlmcot.config import StrictModel
+from vlmcot.errors import StageError
 from vlmcot.io import iter_jsonl, read_jsonl, write_csv, write_json, write_jsonl
 from vlmcot.summary import write_summary
 from vlmcot.pairs import build_pairs
 from vlmcot.prompts import PROMPT_STYLES
 from vlmcot.records import Candidate, validate_vqa
-from vlmcot.stage import StageError
 
 SECTION = "pairs"
 log = logging.getLogger(__name__)

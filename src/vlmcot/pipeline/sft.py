@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import Field
 
 from vlmcot.config import StrictModel, save_resolved
+from vlmcot.errors import StageError
 from vlmcot.io import read_jsonl, write_json
 from vlmcot.training.sft import TrainConfig, config_hash
 
@@ -143,7 +144,6 @@ def train_mix(cfg: Config, mix: str, report_to: list[str]) -> dict[str, float]:
     from vlmcot.models.loading import load_processor, model_loader
     from vlmcot.training.common import master_dtype
     from vlmcot.training.lora import quantization_kwargs
-    from vlmcot.stage import StageError
     from vlmcot.training.data import sft_rows
     from vlmcot.training.sft import train_sft
 
@@ -180,7 +180,6 @@ def train_mix(cfg: Config, mix: str, report_to: list[str]) -> dict[str, float]:
 
 
 def run(cfg: Config, tracker, item: str | None = None) -> None:
-    from vlmcot.stage import StageError
     from vlmcot.training.launch import node_rank
 
     mix = _check_mix(cfg, item)
