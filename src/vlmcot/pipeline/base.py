@@ -39,7 +39,8 @@ from vlmcot.prompts import (
     format_options,
 )
 from vlmcot.records import VQARecord
-from vlmcot.training.sft import TrainConfig, config_hash, train_sft
+from vlmcot.training.checkpoints import config_hash
+from vlmcot.training.sft import TrainConfig, train_sft
 from vlmcot.training.vision import VisionPretrainConfig, pretrain_vision_tower
 
 log = logging.getLogger(__name__)

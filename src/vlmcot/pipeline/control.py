@@ -31,8 +31,9 @@ from pydantic import Field
 from vlmcot.config import ConfigError, StrictModel, save_resolved
 from vlmcot.errors import StageError
 from vlmcot.io import read_json, read_jsonl, write_json
-from vlmcot.pipeline.sft import LaunchConfig, accelerate_launch
-from vlmcot.training.sft import TrainConfig, config_hash
+from vlmcot.training.checkpoints import config_hash
+from vlmcot.training.launch import LaunchConfig, accelerate_launch
+from vlmcot.training.sft import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +117,8 @@ def trainer_steps(n_rows: int, batch: int, accumulation: int, epochs: float) -> 
 
 def conversations(cfg: Config, item: str) -> list[dict]:
     """The item's LLaVA rows: the mix (cont_sft) or the correct own samples (rft)."""
-    from vlmcot.pipeline.pairs import read_candidates
-    from vlmcot.records import validate_vqa
-    from vlmcot.training.rft import rft_conversations
+    from vlmcot.records import read_candidates, validate_vqa
+    from vlmcot.rft import rft_conversations
 
     if item == "cont_sft":
         if not Path(cfg.mix).is_file():

@@ -198,8 +198,7 @@ def flat_metrics(curves: dict[str, dict[str, dict[int, float]]]) -> dict[str, fl
 
 
 def run(cfg: Config, tracker) -> None:
-    from vlmcot.pipeline.pairs import read_candidates
-    from vlmcot.records import validate_vqa
+    from vlmcot.records import read_candidates, validate_vqa
 
     for p in (cfg.candidates, cfg.records):
         if not Path(p).is_file():
