@@ -25,13 +25,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # for tests.teacher.helpers
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py
 
-from tests.teacher.helpers import make_records
-from vlmcot.io import write_json
-from vlmcot.teacher.cache import ReplyCache
-from vlmcot.teacher.openai_backend import OpenAIConfig, OpenAITeacher
-from vlmcot.teacher.runner import run_teacher
+from common import chart_records  # noqa: E402
+from vlmcot.io import write_json  # noqa: E402
+from vlmcot.teacher.cache import ReplyCache  # noqa: E402
+from vlmcot.teacher.openai_backend import OpenAIConfig, OpenAITeacher  # noqa: E402
+from vlmcot.teacher.runner import run_teacher  # noqa: E402
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen, int]:
@@ -49,8 +49,7 @@ def start_server(latency: float) -> tuple[subprocess.Popen, int]:
 
 def bench_one(port: int, concurrency: int, n: int, root: Path, offset: int, http_client: str = "aiohttp") -> dict:
     # Fresh records (distinct images) per level, so nothing comes from the cache.
-    recs = make_records(root / f"c{concurrency}", n, dataset="synth_chart")
-    recs = [r.model_copy(update={"question": f"{r.question} (level {offset})"}) for r in recs]
+    recs = chart_records(root / f"c{concurrency}", n, tag=f" (level {offset})")
     cfg = OpenAIConfig(
         base_url=f"http://127.0.0.1:{port}/v1",
         api_key_env="BENCH_KEY",

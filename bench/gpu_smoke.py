@@ -118,7 +118,7 @@ def _train_common(cpu: bool) -> dict:
 
 def run_worker(module: str, spec: Path, accelerate_config: str, cpu: bool, worker_env: str) -> float:
     """One training stage's worker entry, under `accelerate launch` (GPU) or in-process (CPU dry run)."""
-    from vlmcot.pipeline.sft import LaunchConfig, accelerate_launch
+    from vlmcot.training.launch import LaunchConfig, accelerate_launch
 
     if cpu:
         cmd = [sys.executable, "-m", module, str(spec)]

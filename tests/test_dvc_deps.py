@@ -1,7 +1,7 @@
 """dvc.yaml deps cannot drift from the code: every project module a stage imports is one of its deps.
 
-A stage runs ``stages/<name>.py``, which imports ``_project_python`` and ``vlmcot.stage.cli_entry``;
-that goes through ``vlmcot.cli`` to ``vlmcot.stage.main``, which loads ``vlmcot.pipeline.<name>`` by
+A stage runs ``stages/<name>.py``, which imports ``_project_python`` and ``vlmcot.cli.cli_entry``;
+that goes through the CLI app to ``vlmcot.stage.main``, which loads ``vlmcot.pipeline.<name>`` by
 name (importlib). The import closure of those files inside ``src/vlmcot`` (module-level and
 function-level imports, packages resolved to their ``__init__.py``, parent packages included) is
 computed statically with ``ast``. The bodies of the CLI's other subcommands (functions decorated with
@@ -91,7 +91,7 @@ def import_closure(starts: list[tuple[Path, str]], src: Path = SRC, local: dict[
     return seen
 
 
-# Stage modules loaded by a name read from params (vlmcot.stage.load_stage(cfg.x)): the file that does it
+# Stage modules loaded by a name read from params (vlmcot.pipeline.load_stage(cfg.x)): the file that does it
 # -> the params key naming the module. control counts DPO's steps with the dpo module (control.steps_from).
 DYNAMIC_LOADS = {"src/vlmcot/pipeline/control.py": ("control", "steps_from")}
 

@@ -157,5 +157,16 @@ def plan(params: str = typer.Option("params.yaml", "--params", "-p", help="param
         raise typer.Exit(2)
 
 
+def cli_entry(name: str) -> int:
+    """Entry for ``stages/<name>.py``: the same command line as ``vlmcot <name>``."""
+    import sys
+
+    try:
+        app(args=[name, *sys.argv[1:]], prog_name=f"stages/{name}.py")
+    except SystemExit as e:  # typer/click always exit; usage errors are printed by click itself
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
+
+
 if __name__ == "__main__":
     app()

@@ -66,8 +66,7 @@ def apply_profile(params_path: str | Path, profile_path: str | Path) -> str:
 
 def validate_params(path: str | Path) -> dict[str, Any]:
     """Parse every stage section with its Config; raise ConfigError naming the first bad key."""
-    from vlmcot.pipeline import STAGES
-    from vlmcot.stage import load_stage
+    from vlmcot.pipeline import STAGES, load_stage
 
     params = load_params(path)
     configs = {}
@@ -112,7 +111,7 @@ def plan(path: str | Path) -> list[str]:
     (accelerate launch for multi-process training, the generation backend for sampling/eval)."""
     import shlex
 
-    from vlmcot.stage import load_stage
+    from vlmcot.pipeline import load_stage
     from vlmcot.training.launch import ClusterError
 
     lines = []

@@ -2,7 +2,8 @@
 
 All are JSONL with image *paths* (relative to the repo root, or absolute), never image bytes.
 ``validate_vqa`` checks a batch and returns the good records plus one clear error per bad record,
-so a stage can skip and count bad input instead of dying on it.
+so a stage can skip and count bad input instead of dying on it; ``read_candidates`` does the same for
+a candidates file (sample's output, read by pairs, rerank and control).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vlmcot.io import DataError  # noqa: F401 - re-exported: stages catch it from here
+from vlmcot.io import DataError, iter_jsonl  # noqa: F401 - DataError re-exported: stages catch it from here
 
 QType = Literal["short", "numeric", "multiple_choice"]
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -94,6 +95,22 @@ class Candidate(Record):
     logprob: float | None = None
 
 
+
+
+def read_candidates(path: str | Path) -> tuple[list[Candidate], list[str]]:
+    """Valid candidates and one error per bad row (file:line, candidate id)."""
+    good: list[Candidate] = []
+    errors: list[str] = []
+    for line, row in iter_jsonl(path, on_error=errors.append):  # unreadable lines: named, counted, skipped
+        # write_jsonl drops None fields, so a failed extraction arrives without its 'extracted' key
+        row.setdefault("extracted", None)
+        try:
+            good.append(Candidate.model_validate(row))
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            errors.append(f"{path}:{line}: candidate {row.get('id', '?')}: {where}: {first['msg']}")
+    return good, errors
 
 
 def validate_vqa(

@@ -1,13 +1,13 @@
 """Running a pipeline stage: load its params section, validate, track in MLflow, fail cleanly.
 
 Each module in ``vlmcot.pipeline`` defines ``SECTION`` (its params.yaml section), ``Config`` (a
-StrictModel) and ``run(cfg, tracker)``. ``stages/<name>.py`` and ``vlmcot <name>`` both call
-:func:`main`, so DVC and a user at the shell run exactly the same code.
+StrictModel) and ``run(cfg, tracker)``. ``stages/<name>.py`` (through ``vlmcot.cli.cli_entry``) and
+``vlmcot <name>`` both call :func:`main`, so DVC and a user at the shell run exactly the same code.
+This runner sits above the pipeline and below the CLI: it never imports ``vlmcot.cli``.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import sys
@@ -19,34 +19,13 @@ from types import ModuleType
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from vlmcot.config import ConfigError, load_params, parse_section  # noqa: E402
+from vlmcot.config import ConfigError  # noqa: E402
+from vlmcot.errors import StageError  # noqa: E402
+# load_stage, load_config, current_params_path: re-exported (they live with the stage registry)
+from vlmcot.pipeline import current_params_path, load_config, load_stage, set_params_path  # noqa: E402, F401
 from vlmcot.records import DataError  # noqa: E402
 
 log = logging.getLogger("vlmcot")
-
-
-class StageError(RuntimeError):
-    """A failure the user can act on (too many bad records, missing input); printed without traceback."""
-
-
-_PARAMS_PATH = "params.yaml"
-
-
-def current_params_path() -> str:
-    """The params file the running stage was started with (a stage that matches another section's
-    settings, like control matching dpo's steps, reads that section from the same file)."""
-    return _PARAMS_PATH
-
-
-def load_stage(name: str) -> ModuleType:
-    return importlib.import_module(f"vlmcot.pipeline.{name}")
-
-
-def load_config(module: ModuleType, params_path: str = "params.yaml"):
-    params = load_params(params_path)
-    if module.SECTION not in params:
-        raise ConfigError(f"{params_path}: missing section '{module.SECTION}'")
-    return parse_section(module.Config, params[module.SECTION], module.SECTION, params_path)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -69,8 +48,7 @@ def main(
     ``shard`` ("i/N", stages with ``SHARDABLE``) runs one of N slices, which the plain run merges."""
     if isinstance(module, str):
         module = load_stage(module)
-    global _PARAMS_PATH
-    _PARAMS_PATH = params_path
+    set_params_path(params_path)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         cfg = load_config(module, params_path)
@@ -154,13 +132,3 @@ def resource_usage() -> dict[str, float]:
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"peak_rss_mb": round(own, 1), "peak_rss_children_mb": round(kids, 1)}
 
-
-def cli_entry(name: str) -> int:
-    """Entry for ``stages/<name>.py``: the same command line as ``vlmcot <name>``."""
-    from vlmcot.cli import app
-
-    try:
-        app(args=[name, *sys.argv[1:]], prog_name=f"stages/{name}.py")
-    except SystemExit as e:  # typer/click always exit; usage errors are printed by click itself
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return 0

@@ -45,7 +45,7 @@ def test_multi_process_control_relaunches_under_accelerate(tmp_path, monkeypatch
 
     from tests.conftest import FakeTracker
     from vlmcot.pipeline import control
-    from vlmcot.pipeline.sft import LaunchConfig
+    from vlmcot.training.launch import LaunchConfig
 
     cfg = Config(train=TrainConfig(max_steps=12), out_dir=str(tmp_path / "models"),
                  metrics_dir=str(tmp_path / "metrics"),

@@ -1,4 +1,4 @@
-"""Multi-node launch: on each node of a 2-node SLURM job the sft/dpo stages build the accelerate command
+"""Multi-node launch: on each node of a 2-node SLURM job the training stages build the accelerate command
 that node needs (its rank, the shared node count, total processes and rendezvous host), read from the
 job's environment (faked here); the SLURM examples, accelerate configs and GPU environment files parse."""
 
@@ -11,8 +11,7 @@ import pytest
 import yaml
 
 from vlmcot.config import ConfigError
-from vlmcot.pipeline import dpo, sft
-from vlmcot.training.launch import ClusterError, first_host, slurm_machines
+from vlmcot.training.launch import ClusterError, LaunchConfig, accelerate_launch, first_host, slurm_machines
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,9 +23,9 @@ def slurm_env(node: int) -> dict[str, str]:
 
 @pytest.mark.parametrize("node", [0, 1])
 def test_two_node_slurm_command_line(node):
-    launch = sft.LaunchConfig(num_processes=8, accelerate_config="configs/accelerate/zero3.yaml", cluster="slurm",
+    launch = LaunchConfig(num_processes=8, accelerate_config="configs/accelerate/zero3.yaml", cluster="slurm",
                               main_process_port=29511)
-    cmd = sft.accelerate_launch(launch, "vlmcot.pipeline.sft", "models/sft/both/launch_config.json",
+    cmd = accelerate_launch(launch, "vlmcot.pipeline.sft", "models/sft/both/launch_config.json",
                                 env=slurm_env(node))
     assert Path(cmd[0]).name == "accelerate" and cmd[1] == "launch"
     assert cmd[2:] == ["--config_file", "configs/accelerate/zero3.yaml", "--num_processes", "16",
@@ -38,8 +37,8 @@ def test_two_node_slurm_command_line(node):
 def test_accelerate_parses_the_built_command():
     from accelerate.commands.launch import launch_command_parser
 
-    launch = dpo.LaunchConfig(num_processes=8, accelerate_config="configs/accelerate/zero2.yaml", cluster="slurm")
-    cmd = sft.accelerate_launch(launch, "vlmcot.pipeline.dpo", "cfg.json", env=slurm_env(1))
+    launch = LaunchConfig(num_processes=8, accelerate_config="configs/accelerate/zero2.yaml", cluster="slurm")
+    cmd = accelerate_launch(launch, "vlmcot.pipeline.dpo", "cfg.json", env=slurm_env(1))
     args = launch_command_parser().parse_args(cmd[2:])
     assert (args.num_processes, args.num_machines, args.machine_rank) == (16, 2, 1)
     assert (args.main_process_ip, args.main_process_port) == ("gpu-a07", 29500)  # every node agrees on a port
@@ -47,9 +46,9 @@ def test_accelerate_parses_the_built_command():
 
 
 def test_one_node_command_is_unchanged():
-    cmd = sft.accelerate_launch(sft.LaunchConfig(num_processes=8, accelerate_config="a.yaml"), "m", "c.json", env={})
+    cmd = accelerate_launch(LaunchConfig(num_processes=8, accelerate_config="a.yaml"), "m", "c.json", env={})
     assert cmd[2:] == ["--config_file", "a.yaml", "--num_processes", "8", "-m", "m", "c.json"]
-    assert not sft.LaunchConfig().distributed and sft.LaunchConfig(num_processes=1, cluster="slurm").distributed
+    assert not LaunchConfig().distributed and LaunchConfig(num_processes=1, cluster="slurm").distributed
 
 
 @pytest.mark.parametrize("nodelist,host", [
@@ -143,9 +142,9 @@ def test_accelerate_turns_the_node_command_into_torchrun_on_this_node(name):
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
     from accelerate.utils.launch import prepare_deepspeed_cmd_env
 
-    launch = sft.LaunchConfig(num_processes=8, accelerate_config=str(ROOT / f"configs/accelerate/{name}.yaml"),
+    launch = LaunchConfig(num_processes=8, accelerate_config=str(ROOT / f"configs/accelerate/{name}.yaml"),
                               cluster="slurm")
-    cmd = sft.accelerate_launch(launch, "vlmcot.pipeline.sft", "c.json", env=slurm_env(1))
+    cmd = accelerate_launch(launch, "vlmcot.pipeline.sft", "c.json", env=slurm_env(1))
     args, defaults, _ = _validate_launch_command(launch_command_parser().parse_args(cmd[2:]))
     args.deepspeed_fields_from_accelerate_config = list(defaults.deepspeed_config)  # as launch_command sets it
     ds_cmd, env = prepare_deepspeed_cmd_env(args)

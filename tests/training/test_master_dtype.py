@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from vlmcot.pipeline.sft import LaunchConfig
+from vlmcot.training.launch import LaunchConfig
 from vlmcot.training.common import deepspeed_manages_weights, master_dtype
 from vlmcot.training.dpo import DPOTrainConfig
 from vlmcot.training.lora import LoraSpec

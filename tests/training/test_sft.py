@@ -1,4 +1,4 @@
-"""SFT wrapper: vision-tower learning rate, checkpoint bookkeeping, and resume after SIGKILL."""
+"""SFT wrapper: vision-tower learning rate and resume after SIGKILL (bookkeeping: test_checkpoints.py)."""
 
 import os
 import signal
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vlmcot.training.sft import CONFIG_HASH_FILE, TrainConfig, config_hash, prepare_checkpoint_dir
+from vlmcot.training.sft import TrainConfig
 
 SETUP = textwrap.dedent(
     """
@@ -19,7 +19,8 @@ SETUP = textwrap.dedent(
     from PIL import Image
     from vlmcot.models import TinyLlavaConfig, build_processor, build_tiny_llava, train_bpe_tokenizer
     from vlmcot.training.data import sft_rows
-    from vlmcot.training.sft import TrainConfig, config_hash, train_sft
+    from vlmcot.training.checkpoints import config_hash
+    from vlmcot.training.sft import TrainConfig, train_sft
 
     root = sys.argv[1]
     Image.new("RGB", (32, 32), "red").save(f"{root}/a.png")
@@ -31,24 +32,6 @@ SETUP = textwrap.dedent(
     processor, model = build_processor(tok, 32, 16), build_tiny_llava(cfg, tok)
     """
 )
-
-
-def test_prepare_checkpoint_dir_resumes_only_same_config(tmp_path):
-    d = tmp_path / "ckpt"
-    assert prepare_checkpoint_dir(d, "h1") is None and (d / CONFIG_HASH_FILE).read_text().strip() == "h1"
-    for step, complete in ((2, True), (4, True), (6, False)):  # 6: a run killed mid-save
-        (d / f"checkpoint-{step}").mkdir()
-        if complete:
-            (d / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
-    assert prepare_checkpoint_dir(d, "h1") == d / "checkpoint-4"
-    assert not (d / "checkpoint-6").exists()
-    assert prepare_checkpoint_dir(d, "h2") is None  # another config: wiped, fresh marker
-    assert not (d / "checkpoint-4").exists() and (d / CONFIG_HASH_FILE).read_text().strip() == "h2"
-
-
-def test_config_hash_changes_with_params():
-    assert config_hash(TrainConfig(), ["a"]) == config_hash(TrainConfig(), ["a"])
-    assert config_hash(TrainConfig(), ["a"]) != config_hash(TrainConfig(learning_rate=0.1), ["a"])
 
 
 def test_bf16_on_cpu_means_autocast_on_the_cpu():

@@ -1,4 +1,16 @@
-"""One module per pipeline stage (SECTION, Config, run). Ordered as in dvc.yaml."""
+"""One module per pipeline stage (SECTION, Config, run). Ordered as in dvc.yaml.
+
+Also the registry's loaders: :func:`load_stage` (a stage module by name) and :func:`load_config` (its
+params section, validated), which the runner (vlmcot.stage), the profile checks and a stage that reads
+another section (control reads dpo's) share.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from vlmcot.config import ConfigError, load_params, parse_section
 
 STAGES: dict[str, str] = {
     "prepare": "Generate (or load) VQA records and images.",
@@ -39,3 +51,29 @@ TRAIN_CURVES: dict[str, list[str]] = {
 DRY_RUN = frozenset({"sft", "evaluate", "sample", "dpo", "control"})
 # stages that run one slice of their questions with --shard i/N (a run without it merges the slices)
 SHARDED = frozenset({"sample", "evaluate"})
+
+
+_params_path = "params.yaml"
+
+
+def set_params_path(path: str) -> None:
+    """Called by vlmcot.stage.main with the params file the stage was started with."""
+    global _params_path
+    _params_path = path
+
+
+def current_params_path() -> str:
+    """The params file the running stage was started with (a stage that matches another section's
+    settings, like control matching dpo's steps, reads that section from the same file)."""
+    return _params_path
+
+
+def load_stage(name: str) -> ModuleType:
+    return importlib.import_module(f"vlmcot.pipeline.{name}")
+
+
+def load_config(module: ModuleType, params_path: str = "params.yaml"):
+    params = load_params(params_path)
+    if module.SECTION not in params:
+        raise ConfigError(f"{params_path}: missing section '{module.SECTION}'")
+    return parse_section(module.Config, params[module.SECTION], module.SECTION, params_path)

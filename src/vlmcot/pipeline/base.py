@@ -39,7 +39,8 @@ from vlmcot.prompts import (
     format_options,
 )
 from vlmcot.records import VQARecord
-from vlmcot.training.sft import TrainConfig, config_hash, train_sft
+from vlmcot.training.checkpoints import config_hash
+from vlmcot.training.sft import TrainConfig, train_sft
 from vlmcot.training.text import TextPretrainConfig, pretrain_language_model
 from vlmcot.training.vision import VisionPretrainConfig, pretrain_vision_tower
 from vlmcot.world.text import corpus as text_corpus
@@ -174,7 +175,7 @@ def description_scores(prediction: str, reference: str) -> dict[str, float]:
 
 def load_records(path: str) -> list[VQARecord]:
     from vlmcot.records import validate_vqa
-    from vlmcot.stage import StageError
+    from vlmcot.errors import StageError
 
     if not Path(path).is_file():
         raise StageError(f"{path} not found (run the prepare stage first)")
@@ -187,7 +188,7 @@ def load_records(path: str) -> list[VQARecord]:
 
 
 def run(cfg: Config, tracker) -> None:
-    from vlmcot.stage import StageError
+    from vlmcot.errors import StageError
 
     if not cfg.enabled:
         # Paper scale: a pretrained VLM replaces this stage. Keep the DVC outputs so the DAG stays valid.
@@ -318,7 +319,7 @@ def reading_targets(
 def pretrain_reading(cfg: Config, model, processor, train: list[VQARecord], tracker) -> dict[str, float]:
     """Pretrain ``model``'s vision tower in place to read (vlmcot.training.vision); patch accuracies on
     eval images. Deterministic given the config, so a resumed stage simply redoes it (~2 min)."""
-    from vlmcot.stage import StageError
+    from vlmcot.errors import StageError
     from vlmcot.world.layout import COLOUR_CLASSES
 
     vp = cfg.vision_pretrain

@@ -29,9 +29,11 @@ from typing import Literal
 from pydantic import Field
 
 from vlmcot.config import ConfigError, StrictModel, save_resolved
+from vlmcot.errors import StageError
 from vlmcot.io import read_json, read_jsonl, write_json
-from vlmcot.pipeline.sft import LaunchConfig, accelerate_launch
-from vlmcot.training.sft import TrainConfig, config_hash
+from vlmcot.training.checkpoints import config_hash
+from vlmcot.training.launch import LaunchConfig, accelerate_launch
+from vlmcot.training.sft import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ def _item(item: str | None) -> str:
 
 
 def steps(cfg: Config, params_path: str | None = None) -> int:
-    from vlmcot.stage import StageError, current_params_path, load_config, load_stage
+    from vlmcot.pipeline import current_params_path, load_config, load_stage
 
     if cfg.train.max_steps > 0:
         return cfg.train.max_steps
@@ -115,10 +117,8 @@ def trainer_steps(n_rows: int, batch: int, accumulation: int, epochs: float) -> 
 
 def conversations(cfg: Config, item: str) -> list[dict]:
     """The item's LLaVA rows: the mix (cont_sft) or the correct own samples (rft)."""
-    from vlmcot.pipeline.pairs import read_candidates
-    from vlmcot.records import validate_vqa
-    from vlmcot.stage import StageError
-    from vlmcot.training.rft import rft_conversations
+    from vlmcot.records import read_candidates, validate_vqa
+    from vlmcot.rft import rft_conversations
 
     if item == "cont_sft":
         if not Path(cfg.mix).is_file():
@@ -158,7 +158,6 @@ def train_item(cfg: Config, item: str, n_steps: int, report_to: list[str]) -> di
     from vlmcot.models.loading import load_processor, model_loader
     from vlmcot.training.common import master_dtype
     from vlmcot.training.lora import quantization_kwargs
-    from vlmcot.stage import StageError
     from vlmcot.training.data import sft_rows
     from vlmcot.training.sft import train_sft
 
@@ -183,8 +182,6 @@ def train_item(cfg: Config, item: str, n_steps: int, report_to: list[str]) -> di
 
 
 def run(cfg: Config, tracker, item: str | None = None) -> None:
-    from vlmcot.stage import StageError
-
     item = _item(item)
     tracker.set_tags({"control": item})
     n_steps = steps(cfg)

@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import Field
 
 from vlmcot.config import StrictModel
+from vlmcot.errors import StageError
 from vlmcot.io import read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,6 @@ def run(cfg: Config, tracker) -> None:
     from vlmcot.logprobs import ScoreRequest, response_logprobs
     from vlmcot.models import load_model_and_processor
     from vlmcot.models.loading import free_device_memory
-    from vlmcot.stage import StageError
 
     if not Path(cfg.pairs).is_file():
         raise StageError(f"{cfg.pairs} not found (run the pairs stage first)")

@@ -25,10 +25,10 @@ from typing import Literal
 from pydantic import Field
 
 from vlmcot.config import StrictModel
+from vlmcot.errors import StageError
 from vlmcot.images import ImagePolicy
 from vlmcot.io import iter_jsonl, write_json, write_jsonl
 from vlmcot.records import validate_vqa
-from vlmcot.stage import StageError
 from vlmcot.teacher.base import TeacherReply
 from vlmcot.teacher.cache import CACHE_FILE, ReplyCache
 from vlmcot.teacher.openai_backend import FatalTeacherError, OpenAIConfig, OpenAITeacher

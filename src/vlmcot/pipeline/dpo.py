@@ -25,10 +25,11 @@ from typing import Literal
 from pydantic import Field
 
 from vlmcot.config import StrictModel, save_resolved
+from vlmcot.errors import StageError
 from vlmcot.io import read_jsonl, write_json
-from vlmcot.pipeline.sft import LaunchConfig, accelerate_launch
+from vlmcot.training.checkpoints import config_hash
 from vlmcot.training.dpo import DPOTrainConfig
-from vlmcot.training.sft import config_hash
+from vlmcot.training.launch import LaunchConfig, accelerate_launch, node_rank
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,6 @@ def dry_run(cfg: Config, item: str | None) -> None:
 
 
 def load_rows(cfg: Config) -> tuple[list[dict], int]:
-    from vlmcot.stage import StageError
     from vlmcot.training.dpo import dpo_rows
 
     if not Path(cfg.pairs).is_file():
@@ -116,9 +116,6 @@ def train(cfg: Config, report_to: list[str]) -> dict[str, float]:
 
 
 def run(cfg: Config, tracker) -> None:
-    from vlmcot.stage import StageError
-    from vlmcot.training.launch import node_rank
-
     out = Path(cfg.out_dir)
     if cfg.launch.distributed and not os.environ.get(WORKER_ENV):
         out.mkdir(parents=True, exist_ok=True)

@@ -91,7 +91,7 @@ class Config(StrictModel):
 
 def select_records(cfg: Config):
     from vlmcot.records import validate_vqa
-    from vlmcot.stage import StageError
+    from vlmcot.errors import StageError
 
     if not Path(cfg.records).is_file():
         raise StageError(f"{cfg.records} not found (run the prepare stage first)")
@@ -132,7 +132,7 @@ def dry_run(cfg: Config, item: str | None) -> None:
 
 def make_backend(cfg: Config, name: str):
     """The generation backend named by ``backend`` for model ``name``."""
-    from vlmcot.stage import StageError
+    from vlmcot.errors import StageError
 
     if cfg.backend == "server":
         from vlmcot.server_backend import ServerBackend
@@ -208,7 +208,7 @@ def run(cfg: Config, tracker, item: str | None = None, shard: tuple[int, int] | 
         try:
             return evaluate(backend, recs, cfg.generation, cfg.modes, cfg.style, cfg.scoring, judge)
         except FatalTeacherError as e:  # the judge's key, quota or model: every further call would fail
-            from vlmcot.stage import StageError
+            from vlmcot.errors import StageError
 
             raise StageError(f"evaluate.judge: {e}") from None
 

@@ -18,12 +18,12 @@ from pydantic import Field
 
 from vlmcot.answers import extract_answer
 from vlmcot.config import StrictModel
+from vlmcot.errors import StageError
 from vlmcot.images import ImagePolicy
 from vlmcot.io import iter_jsonl, write_csv, write_json, write_jsonl
 from vlmcot.summary import pct, write_summary
 from vlmcot.metrics import get_metric
 from vlmcot.records import CoTRecord, VQARecord, load_vqa
-from vlmcot.stage import StageError
 
 SECTION = "filter"
 log = logging.getLogger(__name__)

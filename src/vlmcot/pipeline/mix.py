@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import Field
 
 from vlmcot.config import StrictModel
+from vlmcot.errors import StageError
 from vlmcot.images import ImagePolicy, ImageRejected, check_image
 from vlmcot.io import write_json, write_jsonl
 from vlmcot.prompts import GENERAL_PROMPT, build_prompt, format_response
@@ -115,8 +116,6 @@ def general_rows(cfg: Config, report) -> list[SFTRecord]:
 
     path = Path(cfg.general_source)
     if path.suffix == ".json":  # LLaVA-Instruct ships one JSON list
-        from vlmcot.stage import StageError
-
         try:
             with path.open(encoding="utf-8") as f:
                 data = json.load(f)
@@ -210,7 +209,6 @@ def run(cfg: Config, tracker) -> None:
     if cfg.source == "sharegpt":
         from vlmcot.adapters.base import LoadReport
         from vlmcot.sharegpt import import_sft
-        from vlmcot.stage import StageError
 
         if not cfg.sharegpt_dir:
             raise StageError("mix.source is 'sharegpt' but mix.sharegpt_dir is not set")
@@ -228,7 +226,6 @@ def run(cfg: Config, tracker) -> None:
     pool = None
     if cfg.include_general and cfg.general_size and cfg.general_source:
         from vlmcot.adapters.base import LoadReport
-        from vlmcot.stage import StageError
 
         if not Path(cfg.general_source).is_file():
             raise StageError(f"mix.general_source {cfg.general_source} not found ({GENERAL_DOWNLOAD})")
@@ -251,8 +248,6 @@ def check_images(rows: list, cfg: Config, roots: list[str] = ()) -> tuple[list, 
     Rows from ``filter`` were decoded there already; this is what guards imported (sharegpt) rows,
     and a file changed since. Cost on the embedded mix: see docs/reliability.md. More bad rows than
     ``max_bad_rate`` fail the stage (StageError naming the first)."""
-    from vlmcot.stage import StageError
-
     policy = cfg.images.model_copy(update={"roots": [*cfg.images.roots, *roots]}) if roots else cfg.images
     verdict: dict[str, str | None] = {}
     good, errors = [], []

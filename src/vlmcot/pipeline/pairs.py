@@ -17,15 +17,15 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from vlmcot.config import StrictModel
-from vlmcot.io import iter_jsonl, read_jsonl, write_csv, write_json, write_jsonl
+from vlmcot.errors import StageError
+from vlmcot.io import read_jsonl, write_csv, write_json, write_jsonl
 from vlmcot.summary import write_summary
 from vlmcot.pairs import build_pairs
 from vlmcot.prompts import PROMPT_STYLES
-from vlmcot.records import Candidate, validate_vqa
-from vlmcot.stage import StageError
+from vlmcot.records import read_candidates, validate_vqa
 
 SECTION = "pairs"
 log = logging.getLogger(__name__)
@@ -73,22 +73,6 @@ class Config(StrictModel):
         if self.prompt_style not in PROMPT_STYLES:
             raise ValueError(f"pairs.prompt_style {self.prompt_style!r} unknown; one of {sorted(PROMPT_STYLES)}")
         return self
-
-
-def read_candidates(path: str | Path) -> tuple[list[Candidate], list[str]]:
-    """Valid candidates and one error per bad row (file:line, candidate id)."""
-    good: list[Candidate] = []
-    errors: list[str] = []
-    for line, row in iter_jsonl(path, on_error=errors.append):  # unreadable lines: named, counted, skipped
-        # write_jsonl drops None fields, so a failed extraction arrives without its 'extracted' key
-        row.setdefault("extracted", None)
-        try:
-            good.append(Candidate.model_validate(row))
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            errors.append(f"{path}:{line}: candidate {row.get('id', '?')}: {where}: {first['msg']}")
-    return good, errors
 
 
 def run(cfg: Config, tracker) -> None:

@@ -19,10 +19,10 @@ from pydantic import Field
 
 from vlmcot.adapters.base import LoadReport, SourceConfig, load
 from vlmcot.config import StrictModel
+from vlmcot.errors import StageError
 from vlmcot.images import ImagePolicy
 from vlmcot.io import write_json, write_jsonl
 from vlmcot.records import VQARecord, validate_vqa
-from vlmcot.stage import StageError
 from vlmcot.world import WorldConfig, generate
 
 SECTION = "prepare"

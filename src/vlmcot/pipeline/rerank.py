@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from vlmcot.config import StrictModel
+from vlmcot.errors import StageError
 from vlmcot.io import output_path, read_jsonl, write_csv, write_json, write_jsonl
 from vlmcot.summary import rerank_summary, write_summary
 
@@ -94,8 +95,6 @@ POLICY_CONFIG = "vlmcot_config.json"
 def policy_beta(policy: str | Path) -> float:
     """The beta the DPO policy was trained with (``train.beta`` of its saved resolved config)."""
     import json
-
-    from vlmcot.stage import StageError
 
     path = Path(policy) / POLICY_CONFIG
     if not path.is_file():
@@ -199,9 +198,7 @@ def flat_metrics(curves: dict[str, dict[str, dict[int, float]]]) -> dict[str, fl
 
 
 def run(cfg: Config, tracker) -> None:
-    from vlmcot.pipeline.pairs import read_candidates
-    from vlmcot.records import validate_vqa
-    from vlmcot.stage import StageError
+    from vlmcot.records import read_candidates, validate_vqa
 
     for p in (cfg.candidates, cfg.records):
         if not Path(p).is_file():

@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from vlmcot.config import ConfigError, StrictModel
+from vlmcot.errors import StageError
 from vlmcot.generation import GenerationConfig
 from vlmcot.io import read_jsonl, write_json, write_jsonl
 from vlmcot.server_backend import ServerConfig
@@ -123,7 +124,6 @@ def paths(cfg: Config, item: str) -> tuple[Path, Path, Path]:
 def select_questions(spec: ItemConfig, max_bad_rate: float):
     """The item's questions: valid records, sorted by id, dataset filter, then offset/max per dataset."""
     from vlmcot.records import validate_vqa
-    from vlmcot.stage import StageError
 
     if not Path(spec.records).is_file():
         raise StageError(f"{spec.records} not found (run the prepare stage first)")
@@ -156,8 +156,6 @@ def select_questions(spec: ItemConfig, max_bad_rate: float):
 
 def make_backend(cfg: Config):
     """The generation backend named by ``backend``."""
-    from vlmcot.stage import StageError
-
     if cfg.backend == "server":
         from vlmcot.server_backend import ServerBackend
 

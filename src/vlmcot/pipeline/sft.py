@@ -18,61 +18,22 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
 from vlmcot.config import StrictModel, save_resolved
+from vlmcot.errors import StageError
 from vlmcot.io import read_jsonl, write_json
-from vlmcot.training.sft import TrainConfig, config_hash
+from vlmcot.training.checkpoints import config_hash
+from vlmcot.training.launch import LaunchConfig, accelerate_launch, node_rank
+from vlmcot.training.sft import TrainConfig
 
 log = logging.getLogger(__name__)
 
 SECTION = "sft"
 WORKER_ENV = "VLMCOT_SFT_WORKER"  # set in processes started by accelerate launch
-
-
-class LaunchConfig(StrictModel):
-    """How training processes are started."""
-
-    # processes (GPUs) per machine; > 1, or a cluster: re-launch under `accelerate launch` (paper: 8 GPUs)
-    num_processes: int = Field(1, ge=1)
-    accelerate_config: str | None = None  # accelerate YAML (configs/accelerate/zero3.yaml at paper scale)
-    # torch.distributed rendezvous port; None: accelerate's default (29500 on a cluster: every node must agree)
-    main_process_port: int | None = None
-    # "none": one machine. "slurm": one stage process per node (srun), machine rank / count / rendezvous
-    # host from SLURM_NODEID / SLURM_NNODES / the first host of SLURM_JOB_NODELIST (configs/slurm/)
-    cluster: Literal["none", "slurm"] = "none"
-
-    @property
-    def distributed(self) -> bool:
-        return self.num_processes > 1 or self.cluster != "none"
-
-
-def accelerate_launch(launch: LaunchConfig, module: str, config_path: str,
-                      env: Mapping[str, str] | None = None) -> list[str]:
-    """The ``accelerate launch`` command running ``python -m <module> <config_path>`` on every process
-    of this machine (``env``: where a cluster launch reads its machines; default os.environ)."""
-    from vlmcot.training.launch import slurm_machines
-
-    # the venv's own `accelerate` (beside this python), so the launched processes import this install
-    exe = Path(sys.executable).parent / "accelerate"
-    cmd = [str(exe) if exe.exists() else "accelerate", "launch"]
-    if launch.accelerate_config:
-        cmd += ["--config_file", launch.accelerate_config]
-    if launch.cluster == "slurm":
-        m = slurm_machines(os.environ if env is None else env)
-        # accelerate counts processes over all machines
-        cmd += ["--num_processes", str(launch.num_processes * m.num_machines), "--num_machines", str(m.num_machines),
-                "--machine_rank", str(m.machine_rank), "--main_process_ip", m.main_process_ip,
-                "--main_process_port", str(launch.main_process_port or 29500)]
-    else:
-        cmd += ["--num_processes", str(launch.num_processes)]
-        if launch.main_process_port:
-            cmd += ["--main_process_port", str(launch.main_process_port)]
-    return cmd + ["-m", module, config_path]
 
 
 class Config(StrictModel):
@@ -143,7 +104,6 @@ def train_mix(cfg: Config, mix: str, report_to: list[str]) -> dict[str, float]:
     from vlmcot.models.loading import load_processor, model_loader
     from vlmcot.training.common import master_dtype
     from vlmcot.training.lora import quantization_kwargs
-    from vlmcot.stage import StageError
     from vlmcot.training.data import sft_rows
     from vlmcot.training.sft import train_sft
 
@@ -180,9 +140,6 @@ def train_mix(cfg: Config, mix: str, report_to: list[str]) -> dict[str, float]:
 
 
 def run(cfg: Config, tracker, item: str | None = None) -> None:
-    from vlmcot.stage import StageError
-    from vlmcot.training.launch import node_rank
-
     mix = _check_mix(cfg, item)
     _, out, _, metrics_path = _paths(cfg, mix)
     tracker.set_tags({"mix": mix})

@@ -45,7 +45,7 @@ class Config(StrictModel):
 
 def run(cfg: Config, tracker) -> None:
     from vlmcot.evaluation import markdown_table
-    from vlmcot.stage import StageError
+    from vlmcot.errors import StageError
 
     merged: dict[str, float] = {}
     for name in dict.fromkeys([*cfg.models, *cfg.table6_models]):

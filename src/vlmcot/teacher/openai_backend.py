@@ -39,7 +39,7 @@ from vlmcot.config import ConfigError, StrictModel
 from vlmcot.images import ImagePolicy, ImageRejected, inspect_image, read_image
 from vlmcot.prompts import teacher_messages
 from vlmcot.records import VQARecord
-from vlmcot.teacher.base import TeacherReply
+from vlmcot.teacher.base import FatalTeacherError, RecordError, TeacherReply, TransportFailure, redact
 from vlmcot.teacher.cache import request_key
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,6 @@ _REFUSAL = re.compile(
     r"i cannot (?:help|assist|provide|identify|determine)|i['’]m unable|i am unable|i won['’]t)",
     re.IGNORECASE,
 )
-_SECRETISH = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,})")
 
 # Local token estimate, for endpoints that omit `usage` (the budget must still hold): OpenAI's rule
 # of thumb of ~4 characters per token for English text, plus the model's image formula below.
@@ -166,31 +165,8 @@ class OpenAIConfig(StrictModel):
         return self.prices[max(hits, key=len)] if hits else None
 
 
-class FatalTeacherError(RuntimeError):
-    """Every further request would fail the same way (bad key, no quota, unknown model): stop the run."""
-
-
-class TransportFailure(Exception):
-    """A request that never got a usable reply after all retries; not cached, so a rerun retries it."""
-
-    def __init__(self, reason: str, detail: str, attempts: int):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-        self.attempts = attempts
-
-
 class _Malformed(Exception):
     """A 200 reply that is not a final outcome (no choices, no message): retried like a 5xx."""
-
-
-class RecordError(Exception):
-    """This record cannot be turned into a request (e.g. its image is missing); reason is a short tag."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass
@@ -223,13 +199,6 @@ class Prepared:
                 ],
             },
         ]
-
-
-def redact(text: str, secret: str | None = None) -> str:
-    """Remove the key (and anything shaped like an OpenAI key, even masked) from text we store or print."""
-    if secret:
-        text = text.replace(secret, "<redacted>")
-    return _SECRETISH.sub("<redacted>", text)
 
 
 def sniff_image_mime(data: bytes) -> str | None:

@@ -26,9 +26,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from vlmcot.records import VQARecord
-from vlmcot.teacher.base import TeacherReply
+from vlmcot.teacher.base import FatalTeacherError, RecordError, TeacherReply, TransportFailure, redact
 from vlmcot.teacher.cache import ReplyCache
-from vlmcot.teacher.openai_backend import FatalTeacherError, RecordError, TransportFailure, redact
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """What the SFT and DPO wrappers share: the TrainingArguments both build their TRL config from.
 
-:func:`trainer_kwargs` maps the fields common to :class:`~vlmcot.training.sft.TrainConfig` and
-:class:`~vlmcot.training.dpo.DPOTrainConfig` (named after TrainingArguments) onto keyword arguments
-of ``SFTConfig`` / ``DPOConfig``; each wrapper adds only its trainer's own settings.
+:func:`trainer_kwargs` maps the fields of :class:`~vlmcot.training.args.TrainArgs` (inherited by
+:class:`~vlmcot.training.sft.TrainConfig` and :class:`~vlmcot.training.dpo.DPOTrainConfig`, named after
+TrainingArguments) onto keyword arguments of ``SFTConfig`` / ``DPOConfig``; each wrapper adds only its
+trainer's own settings.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 :func:`train_dpo` trains a policy from the SFT model against a frozen, separate copy of the same SFT
 model (TRL 1.16 refuses ``ref_model is model``), with the vision tower and projector frozen as in the
 paper, sigmoid loss summed over response tokens, and optionally an SFT (NLL) term on the chosen
-response (RPO-style: ``loss_type: [sigmoid, sft]`` with ``loss_weights``). It reuses the SFT wrapper's
-checkpoint handling (resume only into an identical run) and logs into the stage's MLflow run.
+response (RPO-style: ``loss_type: [sigmoid, sft]`` with ``loss_weights``). It shares the SFT wrapper's
+checkpoint handling (vlmcot.training.checkpoints: resume only into an identical run) and logs into the
+stage's MLflow run.
 
 Measured pitfalls on this stack (STACK-NOTES.md): bf16 on a CPU needs use_cpu (common.trainer_kwargs);
 DPOConfig turns gradient checkpointing on by default (off here: tiny models do not need it); there is no
@@ -21,46 +22,28 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from vlmcot.config import StrictModel
+from vlmcot.training.args import TrainArgs
+from vlmcot.training.checkpoints import prepare_checkpoint_dir
 from vlmcot.training.common import materialize, trainer_kwargs
-from vlmcot.training.lora import LoraSpec, peft_config, save_adapter_and_merged
-from vlmcot.training.sft import prepare_checkpoint_dir
+from vlmcot.training.lora import peft_config, save_adapter_and_merged
 
 log = logging.getLogger(__name__)
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "sft", "sigmoid_norm", "apo_zero", "apo_down")
 
 
-class DPOTrainConfig(StrictModel):
-    """DPOTrainer settings (params.yaml ``dpo.train``); names follow TRL's DPOConfig."""
+class DPOTrainConfig(TrainArgs):
+    """DPOTrainer settings (params.yaml ``dpo.train``): the shared TrainArgs plus DPO's own; names follow
+    TRL's DPOConfig."""
 
     beta: float = Field(0.1, gt=0)  # KL strength; paper: 0.1
     loss_type: list[Literal[LOSS_TYPES]] = ["sigmoid"]  # paper: sigmoid; add "sft" for an NLL term on chosen
     loss_weights: list[float] | None = None  # one weight per loss_type (None: all 1.0)
-    learning_rate: float = Field(5e-7, gt=0)  # paper: 5e-7
-    num_train_epochs: float = Field(1.0, gt=0)  # paper: 1 epoch
-    max_steps: int = -1  # > 0 overrides num_train_epochs
-    per_device_train_batch_size: int = Field(8, ge=1)  # pairs per device step; paper: 1 per GPU
-    gradient_accumulation_steps: int = Field(1, ge=1)  # paper: 4 (8 GPUs x 1 x 4 = 32)
-    lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"  # paper: cosine
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)  # paper: 0.03
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    max_length: int | None = Field(512, ge=16)  # prompt + response tokens incl. image tokens
-    freeze_vision_tower: bool = True  # paper: frozen during DPO
     freeze_projector: bool = True  # paper: frozen during DPO
-    bf16: bool = False  # paper: bf16 on GPUs; on a CPU, bfloat16 autocast (see sft.TrainConfig.bf16)
-    gradient_checkpointing: bool = False  # TRL's default is True; only worth it at paper scale
-    logging_steps: int = Field(10, ge=1)  # loss, rewards, margins to MLflow every N steps
-    save_steps: int = Field(200, ge=1)  # checkpoint every N steps (resume after a crash)
-    save_total_limit: int = Field(1, ge=1)
-    keep_checkpoints: bool = False  # False: delete the checkpoint dir once the model is saved
-    dataloader_num_workers: int = Field(0, ge=0)
-    deepspeed: str | None = None  # DeepSpeed JSON (paper: configs/deepspeed/zero2.json); None on CPU
-    seed: int = 0  # data order
-    # LoRA / QLoRA adapters instead of full fine-tuning; the reference is then the policy with its adapter
-    # off (no second model loaded)
-    lora: LoraSpec = LoraSpec()
+    # shared fields whose DPO default or range differs:
+    learning_rate: float = Field(5e-7, gt=0)  # paper: 5e-7
+    freeze_vision_tower: bool = True  # paper: frozen during DPO
+    save_steps: int = Field(200, ge=1)  # whole steps only (no fraction of the run)
 
     @model_validator(mode="after")
     def _weights(self) -> DPOTrainConfig:

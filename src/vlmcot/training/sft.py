@@ -3,93 +3,28 @@
 One function, :func:`train_sft`, used by the ``base`` stage (image -> description pretraining of the
 tiny model) and the ``sft`` stage (the four mixes). It adds what TRL does not: a separate (smaller)
 learning rate for the vision tower [paper: 5e-6 LLM, 5e-7 vision], safe resume from a checkpoint
-written by an identical config, and logging into the MLflow run the stage already opened.
+written by an identical config (vlmcot.training.checkpoints), and logging into the MLflow run the stage already opened.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Literal
-
 from pydantic import Field
 
-from vlmcot.config import StrictModel
+from vlmcot.training.args import TrainArgs
+from vlmcot.training.checkpoints import prepare_checkpoint_dir
 from vlmcot.training.common import materialize, trainer_kwargs
-from vlmcot.training.lora import LoraSpec, peft_config, save_adapter_and_merged
+from vlmcot.training.lora import peft_config, save_adapter_and_merged
 
 log = logging.getLogger(__name__)
 
-CONFIG_HASH_FILE = "vlmcot_train_hash.txt"
+class TrainConfig(TrainArgs):
+    """SFTTrainer settings (params.yaml ``base.train`` / ``sft.train``): the shared TrainArgs plus SFT's own."""
 
-
-class TrainConfig(StrictModel):
-    """Trainer settings (params.yaml ``base.train`` / ``sft.train``); names follow TrainingArguments."""
-
-    learning_rate: float = Field(1e-3, gt=0)  # LLM + projector peak lr (paper SFT: 5e-6)
     vision_learning_rate: float | None = Field(None, ge=0)  # vision tower lr; None = learning_rate (paper: 5e-7)
-    freeze_vision_tower: bool = False  # True: vision tower gets no updates at all
-    num_train_epochs: float = Field(1.0, gt=0)  # paper: 1 epoch
-    max_steps: int = -1  # > 0 overrides num_train_epochs
-    per_device_train_batch_size: int = Field(8, ge=1)  # paper: 4 per GPU
-    gradient_accumulation_steps: int = Field(1, ge=1)  # paper: 1 (8 GPUs x 4 = 32)
-    lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"  # paper: cosine
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)  # paper: 0.03
-    weight_decay: float = Field(0.0, ge=0)  # paper: 0
-    max_grad_norm: float = Field(1.0, gt=0)  # gradient clipping
     group_by_length: bool = False  # batch rows of similar length: less padding, but batches become one-family (noisier)
-    max_length: int | None = Field(512, ge=16)  # tokens incl. image tokens; paper: 6144
-    # paper: bf16 on GPUs. On a CPU: bfloat16 autocast (float32 master weights), 1.3-1.5x faster steps with
-    # avx512_bf16 (README, "bf16 on CPU"); TrainingArguments needs use_cpu for it (common.trainer_kwargs)
-    bf16: bool = False
-    gradient_checkpointing: bool = False  # trade compute for memory at paper scale
-    logging_steps: int = Field(10, ge=1)  # loss/lr to MLflow every N steps
-    save_steps: float = Field(200, gt=0)  # checkpoint every N steps; < 1: a fraction of the run (paper: 0.333)
-    save_total_limit: int = Field(1, ge=1)  # checkpoints kept
-    keep_checkpoints: bool = False  # False: delete the checkpoint dir once the final model is saved
-    dataloader_num_workers: int = Field(0, ge=0)  # image decoding workers (0 on a 2-core CPU)
-    deepspeed: str | None = None  # DeepSpeed JSON config (paper: ZeRO-3); None on CPU
-    seed: int = 0  # data order and init of new heads
-    lora: LoraSpec = LoraSpec()  # LoRA / QLoRA adapters instead of full fine-tuning (off: the paper's)
-
-
-def config_hash(*parts) -> str:
-    """Hash of everything that shapes a run; a checkpoint resumes only into an identical run."""
-    blob = json.dumps([p.model_dump(mode="json") if hasattr(p, "model_dump") else p for p in parts], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest ``checkpoint-N`` holding trainer_state.json (transformers writes it last), removing
-    any newer, partial checkpoint a killed run left behind."""
-    ckpts = sorted(
-        (p for p in ckpt_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
-        key=lambda p: int(p.name.split("-")[-1]),
-    )
-    while ckpts and not (ckpts[-1] / "trainer_state.json").is_file():
-        log.warning("removing incomplete checkpoint %s", ckpts[-1])
-        shutil.rmtree(ckpts.pop())
-    return ckpts[-1] if ckpts else None
-
-
-def prepare_checkpoint_dir(ckpt_dir: Path, run_hash: str) -> Path | None:
-    """The checkpoint to resume from when ``ckpt_dir`` holds one of this same run; else wipe the dir."""
-    marker = ckpt_dir / CONFIG_HASH_FILE
-    if ckpt_dir.is_dir():
-        same = marker.is_file() and marker.read_text().strip() == run_hash
-        if same:
-            last = last_complete_checkpoint(ckpt_dir)
-            if last is not None:
-                return last
-        else:
-            log.info("checkpoint dir %s belongs to another config: starting fresh", ckpt_dir)
-        shutil.rmtree(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(run_hash + "\n")
-    return None
 
 
 def _make_trainer_class():

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from vlmcot.records import Candidate, VQARecord
-from vlmcot.training.rft import rft_conversations
+from vlmcot.rft import rft_conversations
 
 
 def _rec(qid):

@@ -1,0 +1,54 @@
+"""Checkpoints that resume only into the run that wrote them (shared by the SFT and DPO wrappers).
+
+A run's :func:`config_hash` (everything that shapes it: config, mix, row ids) is written beside its
+checkpoints; :func:`prepare_checkpoint_dir` resumes from the newest complete checkpoint only when the
+hash matches, and otherwise starts fresh. A killed run's partial checkpoint is removed, never loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CONFIG_HASH_FILE = "vlmcot_train_hash.txt"
+
+
+def config_hash(*parts) -> str:
+    """Hash of everything that shapes a run; a checkpoint resumes only into an identical run."""
+    blob = json.dumps([p.model_dump(mode="json") if hasattr(p, "model_dump") else p for p in parts], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest ``checkpoint-N`` holding trainer_state.json (transformers writes it last), removing
+    any newer, partial checkpoint a killed run left behind."""
+    ckpts = sorted(
+        (p for p in ckpt_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    while ckpts and not (ckpts[-1] / "trainer_state.json").is_file():
+        log.warning("removing incomplete checkpoint %s", ckpts[-1])
+        shutil.rmtree(ckpts.pop())
+    return ckpts[-1] if ckpts else None
+
+
+def prepare_checkpoint_dir(ckpt_dir: Path, run_hash: str) -> Path | None:
+    """The checkpoint to resume from when ``ckpt_dir`` holds one of this same run; else wipe the dir."""
+    marker = ckpt_dir / CONFIG_HASH_FILE
+    if ckpt_dir.is_dir():
+        same = marker.is_file() and marker.read_text().strip() == run_hash
+        if same:
+            last = last_complete_checkpoint(ckpt_dir)
+            if last is not None:
+                return last
+        else:
+            log.info("checkpoint dir %s belongs to another config: starting fresh", ckpt_dir)
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(run_hash + "\n")
+    return None
