@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import statistics
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,34 +24,58 @@ def _tool():
     return mod
 
 
-def _exp_show(values: list[dict[str, float]]) -> list[dict]:
+def _git_runs(repo: Path, values: list[dict[str, float]]) -> list[str]:
+    """One commit per experiment holding its metrics/claims.json (as `dvc exp run` commits it)."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    (repo / "metrics").mkdir()
+    revs = []
+    for v in values:
+        full = {k: {"delta": d, "verdict": "inconclusive"} for k, d in v.items()}
+        full["weighted_voting_beats_majority"] = {"verdict": "not measured", "note": "no rerank"}
+        (repo / "metrics/claims.json").write_text(json.dumps(full))
+        subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+        subprocess.run([*git, "commit", "-qm", "exp"], cwd=repo, check=True)
+        revs.append(subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True,
+                                   text=True).stdout.strip())
+    return revs
+
+
+def _exp_show(revs: list[str], declared: dict | None = None) -> list[dict]:
+    """What `dvc exp show --json` prints: the workspace, the baseline commit and its experiments."""
     from dvc.repo.experiments.serialize import ExpRange, ExpState, SerializableExp
 
-    def state(rev, name, headline):
-        metrics = {"metrics/paper/claims.json": {"data": headline}, "metrics/paper/both.json": {"data": {"cot": 1}}}
+    def state(rev, name, metrics=None):
+        metrics = {"metrics/paper/both.json": {"data": {"cot": 1}}, **(metrics or {})}
         return ExpState(rev=rev, name=name, data=SerializableExp(rev=rev, metrics=metrics))
 
-    exps = [ExpRange(revs=[state(f"{i:040x}", f"seed{i}", v)]) for i, v in enumerate(values)]
-    workspace = state("workspace", None, values[0])
-    baseline = ExpState(rev="a" * 40, name="main", data=SerializableExp(rev="a" * 40, metrics={
-        "metrics/paper/claims.json": {"data": values[0]}}), experiments=exps)
-    return json.loads(json.dumps([workspace.dumpd(), baseline.dumpd()], default=str))
+    exps = [ExpRange(revs=[state(r, f"seed{i}")]) for i, r in enumerate(revs)]
+    baseline = state(revs[0], "main", declared)
+    baseline.experiments = exps
+    return json.loads(json.dumps([state("workspace", None).dumpd(), baseline.dumpd()], default=str))
 
 
-def test_spread_over_experiments_from_exp_show(tmp_path, capsys):
+def test_spread_over_experiments_from_exp_show(tmp_path, capsys, monkeypatch):
     tool = _tool()
     values = [{"dpo_helps_cot": 1.0, "cot_data_helps_cot": 10.0}, {"dpo_helps_cot": 2.0, "cot_data_helps_cot": 12.0},
               {"dpo_helps_cot": 4.5}]  # the third seed did not measure cot_data_helps_cot
+    revs = _git_runs(tmp_path, values)
     path = tmp_path / "exps.json"
-    path.write_text(json.dumps(_exp_show(values)))
+    path.write_text(json.dumps(_exp_show(revs)))
+    monkeypatch.chdir(tmp_path)  # the experiments' commits are read from the repository here
     assert tool.main(["--exp-show", str(path), "--json"]) == 0
     rows = {r["claim"]: r for r in json.loads(capsys.readouterr().out)}
-    assert rows["dpo_helps_cot"]["n"] == 3  # the experiments only: baseline and workspace repeat seed0
+    assert rows["dpo_helps_cot"]["n"] == 3  # the experiments only: the baseline repeats seed0
     assert rows["dpo_helps_cot"]["mean"] == pytest.approx(2.5)
     assert rows["dpo_helps_cot"]["sd"] == pytest.approx(statistics.stdev([1.0, 2.0, 4.5]))
     assert (rows["cot_data_helps_cot"]["n"], rows["cot_data_helps_cot"]["mean"]) == (2, pytest.approx(11.0))
+    assert "weighted_voting_beats_majority" not in rows  # never measured: no row
     assert tool.main(["--exp-show", str(path), "--all", "--json"]) == 0
-    assert {r["claim"]: r["n"] for r in json.loads(capsys.readouterr().out)}["dpo_helps_cot"] == 5
+    assert {r["claim"]: r["n"] for r in json.loads(capsys.readouterr().out)}["dpo_helps_cot"] == 4
+    # a file declared as DVC metrics is taken from the JSON itself
+    declared = _exp_show(revs[:1], {"metrics/claims.json": {"data": {"dpo_helps_cot": {"delta": 9.0}}}})
+    runs = tool.from_exp_show(declared, include_all=True, read_rev=lambda rev, p: None)
+    assert runs == {"main": {"dpo_helps_cot": 9.0}}
 
 
 def test_spread_from_run_directories_markdown(tmp_path, capsys):

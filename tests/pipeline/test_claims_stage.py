@@ -25,7 +25,7 @@ def _write(path, model, score):
 def _cfg(tmp_path, **kw) -> Config:
     return Config(predictions_dir=str(tmp_path / "eval"), pairs_metrics=str(tmp_path / "pairs.json"),
                   rerank_per_question=str(tmp_path / "per_question.jsonl"), out_json=str(tmp_path / "claims.json"),
-                  out_md=str(tmp_path / "claims.md"), summary=str(tmp_path / "paper/claims.json"), **kw)
+                  out_md=str(tmp_path / "claims.md"), **kw)
 
 
 @pytest.fixture
@@ -107,9 +107,8 @@ def test_run_writes_json_markdown_and_headline(inputs):
     cfg = _cfg(inputs)
     run(cfg, Tracker())
     full = read_json(cfg.out_json)
-    headline = read_json(cfg.summary)
-    assert headline == {k: v["delta"] for k, v in full.items() if v["verdict"] != "not measured"}
-    assert "dpo_helps_cot" not in headline and headline["cot_data_helps_cot"] == pytest.approx(50.0)
+    assert {k for k in full if k in logged} == {k for k, v in full.items() if v["verdict"] != "not measured"}
+    assert "dpo_helps_cot" not in logged and logged["cot_data_helps_cot"] == pytest.approx(50.0)
     md = (inputs / "claims.md").read_text()
     assert "| cot_data_helps_cot | Training on CoT data" in md and "| +50.0 | [+" in md and "| supported |" in md
     assert "not measured: not evaluated: dpo (cot)" in md and "(target >= +10: met)" in md

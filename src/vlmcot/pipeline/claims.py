@@ -11,9 +11,10 @@ ops. The interval resamples question ids, the same resample for both arms (vlmco
 follows from the interval alone (vlmcot.stats.verdict): supported (low > 0), contradicted (high < 0),
 inconclusive (it contains 0), not measured (an input is missing: the claim is listed, never dropped).
 
-Writes ``out_json`` (every claim with both arms' accuracies, n, delta, interval, verdict, per dataset),
-``out_md`` (the table the report shows) and the headline ``summary`` (delta per measured claim, for
-`dvc metrics show` / `dvc exp show`; tools/seed_spread.py reads it across experiments).
+Writes ``out_json`` (every claim with both arms' accuracies, n, delta, interval, verdict, per dataset)
+and ``out_md`` (the table the report shows); the deltas also go to MLflow. Neither file is a DVC metrics
+file: a dozen claim columns would make `dvc metrics show` unreadable. Both are committed outputs, so
+tools/seed_spread.py reads ``out_json`` from each experiment's commit for the spread over seeds.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from pydantic import field_validator
 from vlmcot.config import StrictModel
 from vlmcot.io import read_json, read_jsonl, write_json
 from vlmcot.stats import BootstrapConfig, paired_diff_ci, verdict
-from vlmcot.summary import write_summary
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,6 @@ class Config(StrictModel):
     out_json: str = "metrics/claims.json"
     # the markdown table (a section of reports/report.md)
     out_md: str = "metrics/claims.md"
-    # headline for `dvc metrics show`: the delta of each measured claim, in points
-    summary: str = "metrics/paper/claims.json"
 
     @field_validator("models")
     @classmethod
@@ -299,8 +297,6 @@ def run(cfg: Config, tracker) -> None:
     md = claims_markdown(claims, cfg)
     Path(cfg.out_md).parent.mkdir(parents=True, exist_ok=True)
     Path(cfg.out_md).write_text(md, encoding="utf-8")
-    headline = {name: c["delta"] for name, c in claims.items() if "delta" in c}
-    write_summary(cfg.summary, headline)
-    tracker.log_metrics(headline)
+    tracker.log_metrics({name: c["delta"] for name, c in claims.items() if "delta" in c})
     tracker.log_text(md, "claims.md")
     log.info("\n%s", md)
