@@ -93,6 +93,7 @@ def apply_judge(judge, records: list[VQARecord], rows: list[dict], scoring: str)
         row["judge"] = reply
         if reply is not None:
             row["metric"], row["score"] = score_answer(rec, reply, scoring)
+            row["lenient_score"] = row["score"]  # the judge read the whole response: as lenient as it gets
             if "project_score" in row:
                 row["project_metric"], row["project_score"] = score_answer(rec, reply)
     return len(todo)

@@ -105,8 +105,8 @@ def build_report(cfg: Config) -> tuple[str, list[Path]]:
         if have:
             md.append("Accuracy [95% bootstrap interval over questions].\n")
             md.append(R.model_table(per_model, have, cfg.labels))
-            md.append("Lenient score (a CoT answer without `### Answer:` read from its last line) and, in "
-                      "brackets, the strict extraction failure rate:\n")
+            md.append("Lenient score (a CoT answer without `### Answer:` read from its last line) and, after "
+                      "fail, the strict extraction failure rate:\n")
             md.append(R.model_table(per_model, have, cfg.labels, formats=True))
         lacking = [m for m in models if m not in per_model]
         if lacking:
