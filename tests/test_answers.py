@@ -120,3 +120,14 @@ def test_extract_letter_respects_number_of_choices():
 def test_paper_cot_mc_end_to_end():
     text = ("The image shows a red double-decker bus, typical of the UK.\n\n### Answer: A. uk")
     assert extract_letter(extract_answer(text).answer, ["uk", "cuba", "usa", "mexico"]) == "A"
+
+
+def test_extract_lenient_reads_the_last_line_only_without_a_marker():
+    from vlmcot.answers import extract_lenient
+
+    assert extract_lenient("8 + 4 = 12.\n\n### Answer: 12", "cot").answer == "12"  # strict rule first
+    ex = extract_lenient("8 + 4 = 12.\nSo the sum is\n**12.**\n\n", "cot")
+    assert (ex.ok, ex.answer) == (True, "12")  # last non-empty line, cleaned as a marker's answer
+    assert not extract_lenient("reasoning\n### Answer:   \n", "cot").ok  # a marker with nothing after it
+    assert not extract_lenient("   ", "cot").ok
+    assert extract_lenient("B", "direct").answer == "B"

@@ -1,5 +1,5 @@
 """The DAG reruns exactly what a change feeds: with every stage recorded in dvc.lock, a change of
-`dpo.train.beta` makes stale dpo, its evaluation, the tables, rerank, credit and the report, and
+`dpo.train.beta` makes stale dpo, its evaluation, the tables, rerank, credit, the claims and the report, and
 never the controls or anything upstream. Stage outputs are stand-in files (`dvc commit` records them
 without running anything), so this checks dvc.yaml's declared deps and params in seconds."""
 
@@ -86,4 +86,4 @@ def test_a_beta_change_feeds_dpo_and_its_consumers_only(recorded, tmp_path):
             target.write_text(target.read_text() + "changed\n")
         _commit(repo, *sorted(new))
         stale = _stale(repo) | reached
-    assert reached == {"dpo", "evaluate@dpo", "table", "rerank", "credit", "report"}
+    assert reached == {"dpo", "evaluate@dpo", "table", "rerank", "credit", "claims", "report"}

@@ -85,6 +85,20 @@ def extract(text: str | None, mode: str) -> Extraction:
     raise ValueError(f"extraction mode must be 'direct' or 'cot', got {mode!r}")
 
 
+def extract_lenient(text: str | None, mode: str) -> Extraction:
+    """:func:`extract`, or where a CoT response has no ``### Answer:`` marker, its last non-empty line
+    (cleaned as a marker's answer is). The lenient score reported beside the strict one: it tells a
+    model that reasons but forgets the format from one that does not answer."""
+    ex = extract(text, mode)
+    if ex.ok or ex.reason != "no_marker":
+        return ex
+    for line in reversed(text.splitlines()):
+        ans = _clean(line)
+        if ans:
+            return Extraction(ans, True)
+    return ex
+
+
 def split_response(text: str | None) -> tuple[str | None, str | None]:
     """(rationale before the last marker, extracted answer); (None, None) without a marker."""
     last = None

@@ -8,7 +8,7 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
-from vlmcot.evaluation import markdown_table
+from vlmcot.evaluation import format_table, markdown_table
 
 # Methods of the rerank curves, in legend order, with the paper's names.
 RERANK_LABELS = {"majority": "self-consistency (majority)", "best_of_n": "best-of-N (DPO reward)",
@@ -37,15 +37,17 @@ def counts_table(metrics: dict[str, float], columns: list[tuple[str, str]], tota
     return "\n".join(lines) + "\n"
 
 
-def model_table(per_model: dict[str, dict[str, float]], models: list[str], labels: dict[str, str]) -> str:
-    """Table 2 / Table 6 layout from per-model evaluation metrics ``<model>.<mode>.<dataset>.<metric>``."""
+def model_table(per_model: dict[str, dict[str, float]], models: list[str], labels: dict[str, str],
+                formats: bool = False) -> str:
+    """Table 2 / Table 6 layout from per-model evaluation metrics ``<model>.<mode>.<dataset>.<metric>``;
+    ``formats``: the lenient score and extraction failure rate per cell instead (evaluation.format_table)."""
     merged: dict[str, float] = {}
     for m in models:
         for k, v in per_model.get(m, {}).items():
             name, rest = k.split(".", 1)
             if name == m:
                 merged[f"{labels.get(m, m)}.{rest}"] = v
-    return markdown_table(merged, [labels.get(m, m) for m in models])
+    return (format_table if formats else markdown_table)(merged, [labels.get(m, m) for m in models])
 
 
 def read_csv(path: str | Path) -> list[dict[str, str]]:

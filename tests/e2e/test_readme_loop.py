@@ -101,7 +101,7 @@ def test_readme_change_one_thing_block(tmp_path, monkeypatch):
     p = "params.yaml"
     steps = [("base", None), ("sft", "both"), ("sample", "train"), ("pairs", None), ("dpo", None),
              ("control", "cont_sft"), ("control", "rft"), *[("evaluate", m) for m in ("both", "dpo", "cont_sft", "rft")],
-             ("sample", "eval"), ("table", None), ("rerank", None), ("credit", None), ("report", None)]
+             ("sample", "eval"), ("table", None), ("rerank", None), ("credit", None), ("claims", None), ("report", None)]
     for stage, item in steps:
         assert main(stage, p, item=item) == 0, (stage, item)
 
@@ -117,8 +117,8 @@ def test_readme_change_one_thing_block(tmp_path, monkeypatch):
     ran = set(re.findall(r"Running stage '([^']+)'", run.stdout + run.stderr))
     # what the change feeds (tests/test_dag.py checks the declared DAG); a consumer whose inputs came out
     # byte-identical (table, when the micro DPO model answers the eval questions as before) is skipped
-    fed = {"dpo", "evaluate@dpo", "table", "rerank", "credit", "report"}
-    assert {"dpo", "evaluate@dpo", "rerank", "credit", "report"} <= ran <= fed, run.stdout[-3000:]
+    fed = {"dpo", "evaluate@dpo", "table", "rerank", "credit", "claims", "report"}
+    assert {"dpo", "evaluate@dpo", "rerank", "credit", "claims", "report"} <= ran <= fed, run.stdout[-3000:]
     changed = [ln for ln in subprocess.run(["git", "diff", "-U0", "params.yaml"], cwd=repo, capture_output=True,
                                            text=True).stdout.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]
     assert changed == ["-    beta: 0.1", "+    beta: 0.2"], changed  # the experiment's params diff: that key alone

@@ -44,3 +44,29 @@ def test_rerank_beta_key_is_refused_with_the_reason():
     assert "beta" not in params and "beta" not in Config.model_fields
     with pytest.raises(ConfigError, match="rerank.beta was removed.*dpo.train.beta"):
         parse_section(Config, {**params, "beta": 0.1}, "rerank")
+
+
+def test_per_question_rows_average_to_the_curves_last_point():
+    """The claims stage bootstraps these rows: per dataset their mean must be the curve at the largest N,
+    also where N is below a question's candidate count (random subsets, seeded per question)."""
+    from vlmcot.pipeline.rerank import curves_by_dataset, per_question_rows
+    from vlmcot.records import VQARecord
+
+    recs, rows = {}, []
+    for ds in ("da", "db"):
+        for q in range(6):
+            qid = f"{ds}-{q}"
+            recs[qid] = VQARecord(id=qid, image="x.png", question="?", answer="1", dataset=ds, qtype="numeric",
+                                  split="eval", metric="relaxed_accuracy")
+            for s in range(6 if q % 2 else 5):  # 5 or 6 candidates: N = 5 draws subsets of the 6
+                rows.append({"id": qid, "sample": s, "dataset": ds, "extracted": str((q + s) % 3),
+                             "reward": float((q * 7 + s * 3) % 5)})
+    cfg = Config(ns=[1, 2, 5], n_subsets=4)
+    curves = curves_by_dataset(cfg, rows, recs)
+    pq = per_question_rows(cfg, rows, recs)
+    assert len(pq) == 12 and {r["n"] for r in pq} == {5}
+    for ds in ("da", "db"):
+        mine = [r for r in pq if r["dataset"] == ds]
+        for m in ("majority", "best_of_n", "weighted", "oracle"):
+            assert sum(r[m] for r in mine) / len(mine) == pytest.approx(curves[ds][m][5], abs=1e-6)
+    assert any(0 < r["majority"] < 1 for r in pq)  # subsets: a share, not only 0/1

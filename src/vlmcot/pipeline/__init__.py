@@ -27,6 +27,7 @@ STAGES: dict[str, str] = {
     "table": "Gather the evaluations into metrics/eval.json and the paper's Table 2 (metrics/table2.md).",
     "rerank": "Rerank eval candidates with the DPO reward: majority vs best-of-N vs weighted voting.",
     "credit": "Token-level DPO credit heat maps (HTML + PNG) for chosen/rejected responses.",
+    "claims": "Test the paper's claims: deltas with paired bootstrap 95% CIs and verdicts (metrics/claims.md).",
     "report": "One markdown report: Tables 1/2/6, rerank curves, credit map, length histogram, MLflow runs.",
 }
 

@@ -21,6 +21,7 @@ from vlmcot.generation import GenerationConfig
 from vlmcot.io import read_jsonl, write_json, write_jsonl
 from vlmcot.judge import JudgeConfig
 from vlmcot.server_backend import ServerConfig
+from vlmcot.stats import BootstrapConfig
 from vlmcot.teacher.openai_backend import FatalTeacherError
 from vlmcot.summary import eval_summary, write_summary
 from vlmcot.vllm_backend import VLLMConfig
@@ -57,7 +58,7 @@ class Config(StrictModel):
     # evaluate only these datasets (None: all in the records)
     datasets: list[str] | None = None
     # at most this many records per dataset, first by id (None: all)
-    max_per_dataset: int | None = Field(100, ge=1)
+    max_per_dataset: int | None = Field(None, ge=1)
     # predictions go to <predictions_dir>/<model>.jsonl
     predictions_dir: str = "data/eval"
     # metrics go to <metrics_dir>/<model>.json
@@ -79,6 +80,8 @@ class Config(StrictModel):
     device: str = "auto"
     # greedy decoding by default; max_new_tokens must fit a CoT answer
     generation: GenerationConfig = GenerationConfig(max_new_tokens=128, batch_size=100)
+    # the 95% interval of every accuracy cell: percentile bootstrap over questions (vlmcot.stats)
+    bootstrap: BootstrapConfig = BootstrapConfig()
 
     @field_validator("models")
     @classmethod
@@ -234,7 +237,7 @@ def run(cfg: Config, tracker, item: str | None = None, shard: tuple[int, int] | 
     for r in rows:
         r["model"] = name
     write_jsonl(Path(cfg.predictions_dir) / f"{name}.jsonl", rows, sort_key=None)
-    metrics = summarize(rows, name)
+    metrics = summarize(rows, name, cfg.bootstrap)
     write_json(Path(cfg.metrics_dir) / f"{name}.json", metrics)
     for f in shard_files:  # merged into the predictions
         f.unlink()

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 SECTION = "report"
 
 STAGE_ORDER = ["prepare", "distill", "filter", "mix", "base", "sft", "sample", "pairs", "dpo", "control",
-               "evaluate", "table", "rerank", "credit"]
+               "evaluate", "table", "rerank", "credit", "claims"]
 
 
 class Config(StrictModel):
@@ -54,6 +54,8 @@ class Config(StrictModel):
     credit_png: str = "data/credit/credit.png"
     # Figure 3 data
     lengths_csv: str = "metrics/plots/answer_lengths.csv"
+    # the claims stage's table (the paper's claims with deltas, intervals and verdicts)
+    claims_md: str = "metrics/claims.md"
     # list the latest MLflow run of each stage
     mlflow_runs: bool = True
 
@@ -101,10 +103,21 @@ def build_report(cfg: Config) -> tuple[str, list[Path]]:
         md.append(f"## {title}\n")
         have = [m for m in models if m in per_model]
         if have:
+            md.append("Accuracy [95% bootstrap interval over questions].\n")
             md.append(R.model_table(per_model, have, cfg.labels))
+            md.append("Lenient score (a CoT answer without `### Answer:` read from its last line) and, after "
+                      "fail, the strict extraction failure rate:\n")
+            md.append(R.model_table(per_model, have, cfg.labels, formats=True))
         lacking = [m for m in models if m not in per_model]
         if lacking:
             md.append(f"_Not evaluated yet: {', '.join(lacking)} (run `dvc repro evaluate@<model>`)._\n")
+
+    md.append("## The paper's claims, tested\n")
+    if Path(cfg.claims_md).is_file():
+        body = Path(cfg.claims_md).read_text(encoding="utf-8")
+        md.append(body.split("\n", 1)[1].lstrip("\n") if body.startswith("# ") else body)  # its own title dropped
+    else:
+        md.append(missing(cfg.claims_md, "claims"))
 
     md.append("## DPO pairs and training\n")
     if Path(cfg.pairs_metrics).is_file():

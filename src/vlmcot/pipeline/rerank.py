@@ -11,7 +11,10 @@ N = 1, 2, 4, ... of self-consistency (majority vote), best-of-N, weighted voting
 
 - ``rewards``: one row per candidate (id, sample, logp_dpo, logp_sft, reward, tokens);
 - ``<plots_dir>/rerank_<dataset>.csv``: columns n, majority, best_of_n, weighted, oracle (DVC plots);
-- ``metrics``: ``<dataset>.<method>.n<N>`` and ``avg.<method>.n<N>`` (macro average over datasets).
+- ``metrics``: ``<dataset>.<method>.n<N>`` and ``avg.<method>.n<N>`` (macro average over datasets);
+- ``per_question``: one row per question at its dataset's largest N (id, dataset, n, one 0-1 value per
+  method, the share of its subsets the method got right): what the claims stage's paired bootstrap
+  resamples. Averaged per dataset these rows are exactly the curves' last point.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ class Config(StrictModel):
     batch_size: int = Field(32, ge=1)
     # per-candidate rewards
     rewards: str = "data/rerank/rewards.jsonl"
+    # per-question correctness of each method at the largest N (the claims stage's input)
+    per_question: str = "data/rerank/per_question.jsonl"
     # curve CSVs: <plots_dir>/rerank_<dataset>.csv
     plots_dir: str = "metrics/plots/rerank"
     # accuracy at each N per method per dataset
@@ -135,9 +140,10 @@ def candidate_rewards(cfg: Config, cands, records, beta: float) -> list[dict]:
     return rows
 
 
-def curves_by_dataset(cfg: Config, rows: list[dict], records) -> dict[str, dict[str, dict[int, float]]]:
+def questions_by_dataset(cfg: Config, rows: list[dict], records) -> dict[str, list]:
+    """Reward rows grouped into vlmcot.rerank.Question per question (sample order), per dataset (sorted)."""
     from vlmcot.metrics import get_metric
-    from vlmcot.rerank import Question, rerank_curves
+    from vlmcot.rerank import Question
 
     by_q: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
@@ -152,15 +158,41 @@ def curves_by_dataset(cfg: Config, rows: list[dict], records) -> dict[str, dict[
             return float(metric.score(a, rec.all_answers(), rec.choices)) >= cfg.min_score
 
         by_ds[rec.dataset].append(Question(qid, [r["extracted"] for r in rs], [r["reward"] for r in rs], is_correct))
-    out = {}
-    for ds in sorted(by_ds):
-        qs = by_ds[ds]
-        ns = cfg.ns
-        if ns is not None:
-            n_min = min(len(q.answers) for q in qs)
-            ns = [n for n in ns if n <= n_min]
-        out[ds] = rerank_curves(qs, ns=ns, n_subsets=cfg.n_subsets, seed=cfg.seed, weighting=cfg.weighting,
-                                temperature=cfg.temperature)
+    return {ds: by_ds[ds] for ds in sorted(by_ds)}
+
+
+def dataset_ns(cfg: Config, qs: list) -> list[int] | None:
+    """The N values of one dataset's curves (None: rerank_curves' default, 1, 2, 4, ... up to its fewest
+    candidates)."""
+    if cfg.ns is None:
+        return None
+    n_min = min(len(q.answers) for q in qs)
+    return [n for n in cfg.ns if n <= n_min]
+
+
+def curves_by_dataset(cfg: Config, rows: list[dict], records) -> dict[str, dict[str, dict[int, float]]]:
+    from vlmcot.rerank import rerank_curves
+
+    return {ds: rerank_curves(qs, ns=dataset_ns(cfg, qs), n_subsets=cfg.n_subsets, seed=cfg.seed,
+                              weighting=cfg.weighting, temperature=cfg.temperature)
+            for ds, qs in questions_by_dataset(cfg, rows, records).items()}
+
+
+def per_question_rows(cfg: Config, rows: list[dict], records) -> list[dict]:
+    """Each question's score per method at its dataset's largest N: rerank_curves on that question alone
+    (its subsets are seeded per question and N, so they are the ones the curves drew)."""
+    from vlmcot.rerank import default_ns, rerank_curves
+
+    out = []
+    for ds, qs in questions_by_dataset(cfg, rows, records).items():
+        ns = dataset_ns(cfg, qs) or default_ns(min(len(q.answers) for q in qs))
+        if not ns:
+            continue
+        n = max(ns)
+        for q in qs:
+            c = rerank_curves([q], ns=[n], n_subsets=cfg.n_subsets, seed=cfg.seed, weighting=cfg.weighting,
+                              temperature=cfg.temperature)
+            out.append({"id": q.id, "dataset": ds, "n": n, **{m: round(c[m][n], 6) for m in sorted(c)}})
     return out
 
 
@@ -224,6 +256,7 @@ def run(cfg: Config, tracker) -> None:
     rows = candidate_rewards(cfg, cands, recs, beta)
     write_jsonl(cfg.rewards, rows)
     curves = curves_by_dataset(cfg, rows, recs)
+    write_jsonl(cfg.per_question, per_question_rows(cfg, rows, recs))
     for path in write_curves(cfg.plots_dir, curves):
         tracker.log_artifact(path, "plots")
     metrics = flat_metrics(curves)

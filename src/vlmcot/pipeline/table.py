@@ -43,9 +43,15 @@ class Config(StrictModel):
     table6_md: str = "metrics/table6.md"
 
 
+FORMAT_NOTE = ("\n## Format view: lenient score (fail = strict extraction failure)\n\nLenient: a CoT answer "
+               "without `### Answer:` is read from its last non-empty line. A gap between a row's accuracy and its "
+               "lenient score is a format effect, not reasoning.\n\n")
+CI_NOTE = "Cells: accuracy [95% percentile bootstrap interval over questions].\n\n"
+
+
 def run(cfg: Config, tracker) -> None:
-    from vlmcot.evaluation import markdown_table
     from vlmcot.errors import StageError
+    from vlmcot.evaluation import format_table, markdown_table
 
     merged: dict[str, float] = {}
     for name in dict.fromkeys([*cfg.models, *cfg.table6_models]):
@@ -62,17 +68,17 @@ def run(cfg: Config, tracker) -> None:
         names = {cfg.labels.get(m, m) for m in models}
         return {k: v for k, v in labelled.items() if k.split(".", 1)[0] in names}
 
-    md = "# Table 2 (embedded run): accuracy in percent\n\n" + markdown_table(
-        only(cfg.models), [cfg.labels.get(m, m) for m in cfg.models]
-    )
+    def tables(models: list[str]) -> str:
+        order = [cfg.labels.get(m, m) for m in models]
+        return CI_NOTE + markdown_table(only(models), order) + FORMAT_NOTE + format_table(only(models), order)
+
+    md = "# Table 2 (embedded run): accuracy in percent\n\n" + tables(cfg.models)
     write_json(cfg.out_json, merged)
     Path(cfg.out_md).parent.mkdir(parents=True, exist_ok=True)
     Path(cfg.out_md).write_text(md)
     tracker.log_text(md, "table2.md")
     if cfg.table6_models:
-        md6 = "# Table 6 (embedded run): SFT vs DPO and controls, accuracy in percent\n\n" + markdown_table(
-            only(cfg.table6_models), [cfg.labels.get(m, m) for m in cfg.table6_models]
-        )
+        md6 = "# Table 6 (embedded run): SFT vs DPO and controls, accuracy in percent\n\n" + tables(cfg.table6_models)
         Path(cfg.table6_md).write_text(md6)
         tracker.log_text(md6, "table6.md")
         md += "\n" + md6

@@ -1,0 +1,15 @@
+"""DVC stage `claims`: see vlmcot.pipeline.claims for what it does.
+
+    python3 stages/claims.py [--params params.yaml]      # same as: vlmcot claims
+"""
+
+import sys
+
+import _project_python
+
+_project_python.ensure()
+
+from vlmcot.stage import cli_entry  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(cli_entry("claims"))

@@ -1,0 +1,93 @@
+"""tools/seed_spread.py: mean and sd over experiments of each claim's delta, offline.
+
+The `dvc exp show --json` input is built from DVC's own serialisation classes (what the command
+prints: ``[exp.dumpd() for exp in exps]``), so a change of DVC's layout fails here, not in a user's hands.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("seed_spread", ROOT / "tools" / "seed_spread.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _git_runs(repo: Path, values: list[dict[str, float]]) -> list[str]:
+    """One commit per experiment holding its metrics/claims.json (as `dvc exp run` commits it)."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    (repo / "metrics").mkdir()
+    revs = []
+    for v in values:
+        full = {k: {"delta": d, "verdict": "inconclusive"} for k, d in v.items()}
+        full["weighted_voting_beats_majority"] = {"verdict": "not measured", "note": "no rerank"}
+        (repo / "metrics/claims.json").write_text(json.dumps(full))
+        subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+        subprocess.run([*git, "commit", "-qm", "exp"], cwd=repo, check=True)
+        revs.append(subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True,
+                                   text=True).stdout.strip())
+    return revs
+
+
+def _exp_show(revs: list[str], declared: dict | None = None) -> list[dict]:
+    """What `dvc exp show --json` prints: the workspace, the baseline commit and its experiments."""
+    from dvc.repo.experiments.serialize import ExpRange, ExpState, SerializableExp
+
+    def state(rev, name, metrics=None):
+        metrics = {"metrics/paper/both.json": {"data": {"cot": 1}}, **(metrics or {})}
+        return ExpState(rev=rev, name=name, data=SerializableExp(rev=rev, metrics=metrics))
+
+    exps = [ExpRange(revs=[state(r, f"seed{i}")]) for i, r in enumerate(revs)]
+    baseline = state(revs[0], "main", declared)
+    baseline.experiments = exps
+    return json.loads(json.dumps([state("workspace", None).dumpd(), baseline.dumpd()], default=str))
+
+
+def test_spread_over_experiments_from_exp_show(tmp_path, capsys, monkeypatch):
+    tool = _tool()
+    values = [{"dpo_helps_cot": 1.0, "cot_data_helps_cot": 10.0}, {"dpo_helps_cot": 2.0, "cot_data_helps_cot": 12.0},
+              {"dpo_helps_cot": 4.5}]  # the third seed did not measure cot_data_helps_cot
+    revs = _git_runs(tmp_path, values)
+    path = tmp_path / "exps.json"
+    path.write_text(json.dumps(_exp_show(revs)))
+    monkeypatch.chdir(tmp_path)  # the experiments' commits are read from the repository here
+    assert tool.main(["--exp-show", str(path), "--json"]) == 0
+    rows = {r["claim"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["dpo_helps_cot"]["n"] == 3  # the experiments only: the baseline repeats seed0
+    assert rows["dpo_helps_cot"]["mean"] == pytest.approx(2.5)
+    assert rows["dpo_helps_cot"]["sd"] == pytest.approx(statistics.stdev([1.0, 2.0, 4.5]))
+    assert (rows["cot_data_helps_cot"]["n"], rows["cot_data_helps_cot"]["mean"]) == (2, pytest.approx(11.0))
+    assert "weighted_voting_beats_majority" not in rows  # never measured: no row
+    assert tool.main(["--exp-show", str(path), "--all", "--json"]) == 0
+    assert {r["claim"]: r["n"] for r in json.loads(capsys.readouterr().out)}["dpo_helps_cot"] == 4
+    # a file declared as DVC metrics is taken from the JSON itself
+    declared = _exp_show(revs[:1], {"metrics/claims.json": {"data": {"dpo_helps_cot": {"delta": 9.0}}}})
+    runs = tool.from_exp_show(declared, include_all=True, read_rev=lambda rev, p: None)
+    assert runs == {"main": {"dpo_helps_cot": 9.0}}
+
+
+def test_spread_from_run_directories_markdown(tmp_path, capsys):
+    tool = _tool()
+    for i, d in enumerate((0.5, 1.5)):
+        (tmp_path / f"run{i}" / "metrics").mkdir(parents=True)
+        (tmp_path / f"run{i}" / "metrics" / "claims.json").write_text(json.dumps({
+            "dpo_helps_cot": {"delta": d, "verdict": "inconclusive"},
+            "weighted_voting_beats_majority": {"verdict": "not measured", "note": "no rerank"}}))
+    assert tool.main([str(tmp_path / "run0"), str(tmp_path / "run1")]) == 0
+    out = capsys.readouterr().out
+    assert "over 2 experiments" in out and "| dpo_helps_cot | 2 | +1.00 | 0.71 | +0.50 | +1.50 |" in out
+    assert "weighted_voting" not in out  # never measured: no row
+    with pytest.raises(SystemExit, match="not found"):
+        tool.main([str(tmp_path / "nowhere")])
