@@ -55,8 +55,8 @@ class Config(StrictModel):
     items: dict[str, ItemConfig] = {
         # synth_doc left out on purpose: DPO's effect on a dataset that supplied no pairs
         "train": ItemConfig(records="data/prepared/train.jsonl", datasets=["synth_chart", "synth_geo", "synth_sci"],
-                            max_per_dataset=120),
-        "eval": ItemConfig(records="data/prepared/eval.jsonl", max_per_dataset=30, num_samples=16),
+                            max_per_dataset=400),
+        "eval": ItemConfig(records="data/prepared/eval.jsonl", max_per_dataset=75, num_samples=16),
     }
     # candidates go to <out_dir>/<item>/candidates.jsonl
     out_dir: str = "data/sample"

@@ -30,16 +30,16 @@ log = logging.getLogger(__name__)
 class TextPretrainConfig(StrictModel):
     """params.yaml ``base.text_pretrain``."""
 
-    steps: int = Field(0, ge=0)  # optimizer steps; 0 skips the phase
-    documents: int = Field(20000, ge=1)  # corpus size (documents drawn from vlmcot.world.text)
+    steps: int = Field(1500, ge=0)  # optimizer steps; 0 skips the phase
+    documents: int = Field(40000, ge=1)  # corpus size (documents drawn from vlmcot.world.text)
     batch_size: int = Field(32, ge=1)  # packed rows per step
     seq_len: int = Field(64, ge=8)  # tokens per packed row
-    learning_rate: float = Field(1e-3, gt=0)  # AdamW peak lr, cosine decay after warmup
+    learning_rate: float = Field(2e-3, gt=0)  # AdamW peak lr, cosine decay after warmup
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    logging_steps: int = Field(50, ge=1)  # loss to MLflow every N steps
+    logging_steps: int = Field(100, ge=1)  # loss to MLflow every N steps
     seed: int = 0  # corpus draw and batch order
-    bf16: bool = False  # bfloat16 autocast (float32 weights), as in vision_pretrain
+    bf16: bool = True  # bfloat16 autocast (float32 weights), as in vision_pretrain
     corpus: TextCorpusConfig = TextCorpusConfig()
 
 

@@ -34,7 +34,7 @@ class TextCorpusConfig(StrictModel):
     # largest term of the small operands (bar values, prices, sides: the world draws 1..9)
     max_digit: int = Field(9, ge=1)
     # relative weight of each kind of document (KINDS); unlisted kinds get 0
-    kinds: dict[str, float] = Field(default_factory=lambda: {k: 1.0 for k in KINDS})
+    kinds: dict[str, float] = Field(default_factory=lambda: {k: 0.5 if k in ("add3", "compare") else 1.0 for k in KINDS})
     # sentences per document
     sentences: int = Field(4, ge=1)
 
