@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from vlmcot.pairs import first_words, question_rng
+from vlmcot.pairing import first_words, question_rng
 from vlmcot.prompts import build_prompt
 from vlmcot.records import Candidate, VQARecord
 

@@ -4,7 +4,7 @@
 
 Takes a handful of preference pairs (chosen and rejected responses of the same question), scores every
 response token under the DPO and the SFT model (vlmcot.logprobs), and draws log pi_dpo - log pi_sft,
-normalised to mean 0 per response, as an HTML page and a PNG heat map (vlmcot.credit). Writes
+normalised to mean 0 per response, as an HTML page and a PNG heat map (vlmcot.token_credit). Writes
 ``<out_dir>/credit.html``, ``credit.png`` and ``tokens.jsonl`` (tokens and raw/normalised scores), and
 logs them to MLflow. Pairs are picked deterministically: shortest responses first, one per question,
 spread over datasets, so the figure stays readable.
@@ -71,7 +71,7 @@ def pick_pairs(pairs: list[dict], n: int, datasets: list[str] | None) -> list[di
 def run(cfg: Config, tracker) -> None:
     import numpy as np
 
-    from vlmcot.credit import CreditExample, normalize, render_png, token_rewards, write_html
+    from vlmcot.token_credit import CreditExample, normalize, render_png, token_rewards, write_html
     from vlmcot.logprobs import ScoreRequest, response_logprobs
     from vlmcot.models import load_model_and_processor
     from vlmcot.models.loading import free_device_memory
