@@ -27,7 +27,7 @@ LAYERS: dict[str, list[str]] = {
              "vlmcot.metrics", "vlmcot.vlmevalkit_scoring"],
     # models and generation: tiny LLaVA, loading, the generation backends, log-probs
     "models": ["vlmcot.models", "vlmcot.generation", "vlmcot.prefix_sharing", "vlmcot.vllm_backend",
-               "vlmcot.server_backend", "vlmcot.logprobs"],
+               "vlmcot.server_backend", "vlmcot.backends", "vlmcot.logprobs"],
     # trainers: the shared argument base, checkpoints, launching, the SFT / DPO / vision wrappers
     "training": ["vlmcot.training"],
     # the paper's methods: teacher distillation, sampling, pairs, RFT data, evaluation, rerank, credit
