@@ -58,7 +58,7 @@ def dpo_rows(pairs: list[dict], root: str | Path = ".") -> tuple[list[dict], lis
     imported released ones that never went through prepare) or an empty side is skipped, with one
     error naming its id.
     """
-    from vlmcot.training.data import image_problem
+    from vlmcot.training.data import trainable_image
 
     root = Path(root)
     rows, errors = [], []
@@ -71,13 +71,7 @@ def dpo_rows(pairs: list[dict], root: str | Path = ".") -> tuple[list[dict], lis
                     raise ValueError(f"empty or missing {key!r}")
             if p["chosen"] == p["rejected"]:
                 raise ValueError("chosen and rejected are the same text")
-            img = Path(p["image"])
-            img = img if img.is_absolute() else root / img
-            if not img.is_file():
-                raise ValueError(f"image file not found: {p['image']}")
-            problem = image_problem(img, seen)
-            if problem:
-                raise ValueError(problem)
+            img = trainable_image(p["image"], root, seen)
         except ValueError as e:
             errors.append(f"pair {pid}: {e}")
             continue
