@@ -47,6 +47,8 @@ class Config(StrictModel):
     dtype: Literal["float32", "bfloat16"] = "float32"
     # "auto": cuda when available, else cpu (or "cuda:1", "cpu")
     device: str = "auto"
+    # sequences per teacher-forced forward
+    batch_size: int = Field(16, ge=1)
 
 
 def pick_pairs(pairs: list[dict], n: int, datasets: list[str] | None) -> list[dict]:
@@ -93,7 +95,8 @@ def run(cfg: Config, tracker) -> None:
         model, processor = load_model_and_processor(path, dtype=cfg.dtype, device=cfg.device)
         tokenizer = processor.tokenizer
         # EOS left out: the figure shows the words of the response
-        scored[name] = response_logprobs(model, processor, reqs, root=cfg.root, include_eos=False)
+        scored[name] = response_logprobs(model, processor, reqs, batch_size=cfg.batch_size, root=cfg.root,
+                                         include_eos=False)
         del model
         free_device_memory()
     examples, rows = [], []
