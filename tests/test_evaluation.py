@@ -38,8 +38,8 @@ ANSWERS = {
 
 def test_score_response_extracts_then_scores():
     rec = _recs()[0]
-    assert score_response(rec, "cot", "so 12.\n\n### Answer: 12.4")["score"] == 1.0  # within 5%
-    row = score_response(rec, "cot", "no marker, 12")
+    assert score_response(rec, "cot", "so 12.\n\n### Answer: 12.4", "project")["score"] == 1.0  # within 5%
+    row = score_response(rec, "cot", "no marker, 12", "project")
     assert (row["extract_ok"], row["extract_reason"], row["score"]) == (False, "no_marker", 0.0)
 
 
@@ -73,7 +73,7 @@ def test_rows_carry_op_and_lenient_score():
     assert (no_marker["score"], no_marker["lenient_score"]) == (0.0, 0.0)  # last line "The max is 41" != 41
     assert rows[("c1", "cot")]["lenient_score"] == rows[("c1", "cot")]["score"] == 1.0
     rec = _recs()[1]
-    row = score_response(rec, "cot", "The max is\n41.")
+    row = score_response(rec, "cot", "The max is\n41.", "project")
     assert (row["extract_ok"], row["score"], row["lenient_score"]) == (False, 0.0, 1.0)
 
 

@@ -27,12 +27,12 @@ LAYERS: dict[str, list[str]] = {
              "vlmcot.metrics", "vlmcot.vlmevalkit_scoring"],
     # models and generation: tiny LLaVA, loading, the generation backends, log-probs
     "models": ["vlmcot.models", "vlmcot.generation", "vlmcot.prefix_sharing", "vlmcot.vllm_backend",
-               "vlmcot.server_backend", "vlmcot.logprobs"],
+               "vlmcot.server_backend", "vlmcot.backends", "vlmcot.logprobs"],
     # trainers: the shared argument base, checkpoints, launching, the SFT / DPO / vision wrappers
     "training": ["vlmcot.training"],
     # the paper's methods: teacher distillation, sampling, pairs, RFT data, evaluation, rerank, credit
-    "methods": ["vlmcot.teacher", "vlmcot.sampling", "vlmcot.pairs", "vlmcot.rft", "vlmcot.evaluation",
-                "vlmcot.judge", "vlmcot.rerank", "vlmcot.credit", "vlmcot.report"],
+    "methods": ["vlmcot.teacher", "vlmcot.sampling", "vlmcot.pairing", "vlmcot.rft", "vlmcot.evaluation",
+                "vlmcot.judge", "vlmcot.voting", "vlmcot.token_credit", "vlmcot.report_render"],
     # one thin module per DVC stage (its Config, its items, run) and the stage registry
     "pipeline": ["vlmcot.pipeline"],
     # running a stage (params, MLflow run, clean failure) and switching profiles

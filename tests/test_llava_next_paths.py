@@ -69,5 +69,6 @@ def test_bf16_weights_and_device_from_params(tiny):
     assert be.model.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     out = be.generate([GenRequest("a", "wide.png", "What color?")], GenerationConfig(max_new_tokens=3))
     assert len(out[0].texts) == 1
-    lp = response_logprobs(be.model, be.processor, [ScoreRequest("a", "wide.png", "What color?", "red")], root=root)
+    lp = response_logprobs(be.model, be.processor, [ScoreRequest("a", "wide.png", "What color?", "red")],
+                           batch_size=1, root=root)
     assert lp[0].logprobs.size == len(lp[0].token_ids) > 0

@@ -63,8 +63,8 @@ def test_sum_matches_model_loss_and_batching(tiny):
 
 def test_include_eos_false_drops_only_eos(tiny):
     model, processor, root = tiny
-    with_eos = response_logprobs(model, processor, REQS[:1], root=root)[0]
-    without = response_logprobs(model, processor, REQS[:1], root=root, include_eos=False)[0]
+    with_eos = response_logprobs(model, processor, REQS[:1], batch_size=16, root=root)[0]
+    without = response_logprobs(model, processor, REQS[:1], batch_size=16, root=root, include_eos=False)[0]
     assert with_eos.token_ids[:-1] == without.token_ids
     np.testing.assert_allclose(with_eos.logprobs[:-1], without.logprobs, atol=1e-5)
 

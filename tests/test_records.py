@@ -39,3 +39,25 @@ def test_sft_record_round_trips_llava_format():
            "conversations": [{"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": "A"}]}
     r = SFTRecord.model_validate(row)
     assert r.model_dump_llava() == row
+
+
+def test_select_records_filters_sorts_offsets_and_caps(tmp_path):
+    import pytest
+
+    from vlmcot.errors import StageError
+    from vlmcot.io import write_jsonl
+    from vlmcot.records import select_records
+
+    path = tmp_path / "eval.jsonl"
+    rows = [rec(id=f"{ds}_{i}", dataset=ds) for ds in ("b", "a") for i in reversed(range(4))]
+    write_jsonl(path, rows + [{"id": "bad"}])  # 1 bad row of 9
+    pick = dict(datasets=None, offset=0, max_per_dataset=None, max_bad_rate=0.2)
+    assert [r.id for r in select_records(path, **pick)] == [f"{ds}_{i}" for ds in "ab" for i in range(4)]
+    got = select_records(path, **{**pick, "datasets": ["b"], "offset": 1, "max_per_dataset": 2})
+    assert [r.id for r in got] == ["b_1", "b_2"]
+    with pytest.raises(StageError, match="1 of 9 records malformed"):
+        select_records(path, **{**pick, "max_bad_rate": 0.1})
+    with pytest.raises(StageError, match="no questions left"):
+        select_records(path, **{**pick, "offset": 4})
+    with pytest.raises(StageError, match="not found"):
+        select_records(tmp_path / "none.jsonl", **pick)

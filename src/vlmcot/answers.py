@@ -132,7 +132,7 @@ _LEADING_LETTER_RE = re.compile(r"^[\s*]*\(?([A-Z])[.):]+\**(?:\s|$)")
 DEFAULT_LETTERS = "ABCDE"
 
 
-def _can_infer_option(pred: str, letters: str) -> str | None:
+def _can_infer_option(pred: str, letters: Sequence[str]) -> str | None:
     for r in _REFUSALS:
         if r in pred:
             return "Z"

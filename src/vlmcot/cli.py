@@ -82,7 +82,7 @@ def import_sharegpt(
 ) -> None:
     """Import the released ShareGPT-4o-Reasoning SFT rows or DPO pairs (skip distillation / sampling).
     Point `dpo.pairs` at the imported pairs, or use `mix.source: sharegpt` for the SFT files."""
-    from vlmcot.adapters.base import LoadReport
+    from vlmcot.adapters.core import LoadReport
     from vlmcot.io import write_jsonl
     from vlmcot.sharegpt import import_pairs, import_sft
 

@@ -31,14 +31,14 @@ from vlmcot.stats import BootstrapConfig, mean_ci
 MODES = ("direct", "cot")
 
 
-def make_requests(records: list[VQARecord], mode: str, style: str = "paper") -> list[GenRequest]:
+def make_requests(records: list[VQARecord], mode: str, style: str) -> list[GenRequest]:
     return [GenRequest(id=r.id, image=r.image, prompt=build_prompt(r, mode, style)) for r in records]
 
 
 SCORINGS = ("project", "vlmevalkit")
 
 
-def score_answer(record: VQARecord, answer: str | None, scoring: str = "project") -> tuple[str, float]:
+def score_answer(record: VQARecord, answer: str | None, scoring: str) -> tuple[str, float]:
     """(metric key, score) of an extracted answer: the project's metric named by record.metric, or
     VLMEvalKit's rule for it (vlmevalkit_scoring, keys ``vlmevalkit_<metric>``)."""
     if scoring == "vlmevalkit":
@@ -52,7 +52,7 @@ def score_answer(record: VQARecord, answer: str | None, scoring: str = "project"
     return record.metric, score
 
 
-def score_response(record: VQARecord, mode: str, text: str, scoring: str = "project") -> dict:
+def score_response(record: VQARecord, mode: str, text: str, scoring: str) -> dict:
     """One prediction row: the response, what was extracted, and the score under record.metric."""
     ex = extract(text, mode)
     name, score = score_answer(record, ex.answer if ex.ok else None, scoring)
@@ -61,7 +61,7 @@ def score_response(record: VQARecord, mode: str, text: str, scoring: str = "proj
     extra = {}
     if scoring != "project":
         # the project's (lenient) score beside it, for diagnostics: never aggregated into metrics
-        extra["project_metric"], extra["project_score"] = score_answer(record, ex.answer if ex.ok else None)
+        extra["project_metric"], extra["project_score"] = score_answer(record, ex.answer if ex.ok else None, "project")
     return {
         "id": record.id,
         "dataset": record.dataset,
@@ -95,7 +95,7 @@ def apply_judge(judge, records: list[VQARecord], rows: list[dict], scoring: str)
             row["metric"], row["score"] = score_answer(rec, reply, scoring)
             row["lenient_score"] = row["score"]  # the judge read the whole response: as lenient as it gets
             if "project_score" in row:
-                row["project_metric"], row["project_score"] = score_answer(rec, reply)
+                row["project_metric"], row["project_score"] = score_answer(rec, reply, "project")
     return len(todo)
 
 

@@ -7,7 +7,7 @@ processor), followed by the completion the template writes for the assistant tur
 tokens are scored, up to and including EOS (``include_eos=True``) or up to it (``False``); whatever the
 template writes after EOS (a newline) is never generated, so it is never scored.
 
-    out = response_logprobs(model, processor, [ScoreRequest("q1", "img.png", prompt, response)])
+    out = response_logprobs(model, processor, [ScoreRequest("q1", "img.png", prompt, response)], batch_size=16)
     out[0].logprobs  # numpy float64, one per response token
 """
 
@@ -101,7 +101,7 @@ def response_logprobs(
     model,
     processor,
     requests: list[ScoreRequest],
-    batch_size: int = 16,
+    batch_size: int,
     root: str | Path = ".",
     include_eos: bool = True,
     progress: bool = False,

@@ -3,18 +3,23 @@
 All are JSONL with image *paths* (relative to the repo root, or absolute), never image bytes.
 ``validate_vqa`` checks a batch and returns the good records plus one clear error per bad record,
 so a stage can skip and count bad input instead of dying on it; ``read_candidates`` does the same for
-a candidates file (sample's output, read by pairs, rerank and control).
+a candidates file (sample's output, read by pairs, rerank and control); ``select_records`` picks the
+records a stage works on (evaluate, sample).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vlmcot.io import DataError, iter_jsonl  # noqa: F401 - DataError re-exported: stages catch it from here
+from vlmcot.errors import StageError
+from vlmcot.io import DataError, iter_jsonl, read_jsonl  # noqa: F401 - DataError re-exported: stages catch it from here
+
+log = logging.getLogger(__name__)
 
 QType = Literal["short", "numeric", "multiple_choice"]
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -111,6 +116,40 @@ def read_candidates(path: str | Path) -> tuple[list[Candidate], list[str]]:
             where = ".".join(str(p) for p in first["loc"])
             errors.append(f"{path}:{line}: candidate {row.get('id', '?')}: {where}: {first['msg']}")
     return good, errors
+
+
+def select_records(path: str | Path, *, datasets: list[str] | None, offset: int, max_per_dataset: int | None,
+                   max_bad_rate: float) -> list[VQARecord]:
+    """The VQA records a stage works on (evaluate, sample): the valid records of ``path``, sorted by id,
+    kept to ``datasets`` (None: all), then per dataset the ``max_per_dataset`` (None: all) after the first
+    ``offset``. More than ``max_bad_rate`` of the rows malformed, or nothing left: StageError."""
+    if not Path(path).is_file():
+        raise StageError(f"{path} not found (run the prepare stage first)")
+    raw = read_jsonl(path)
+    good, errors = validate_vqa(raw)
+    for e in errors[:10]:
+        log.warning("%s: %s", path, e)
+    if errors and len(errors) > max_bad_rate * len(raw):
+        raise StageError(f"{path}: {len(errors)} of {len(raw)} records malformed (first: {errors[0]})")
+    good.sort(key=lambda r: r.id)
+    if datasets is not None:
+        missing = sorted(set(datasets) - {r.dataset for r in good})
+        if missing:
+            log.warning("%s: no records for datasets %s", path, missing)
+        good = [r for r in good if r.dataset in datasets]
+    seen: dict[str, int] = {}
+    kept = []
+    for r in good:
+        k = seen.get(r.dataset, 0)
+        seen[r.dataset] = k + 1
+        if k < offset:
+            continue
+        if max_per_dataset is not None and k >= offset + max_per_dataset:
+            continue
+        kept.append(r)
+    if not kept:
+        raise StageError(f"{path}: no questions left after the dataset/offset/max filters")
+    return kept
 
 
 def validate_vqa(

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from vlmcot.pairs import first_words, question_rng
+from vlmcot.pairing import first_words, question_rng
 from vlmcot.prompts import build_prompt
 from vlmcot.records import Candidate, VQARecord
 
@@ -22,13 +22,16 @@ from vlmcot.records import Candidate, VQARecord
 def rft_conversations(
     candidates: Iterable[Candidate],
     records: Mapping[str, VQARecord],
-    max_per_question: int = 3,
-    seed: int = 0,
-    prompt_style: str = "paper",
-    truncate_words: int | None = None,
-    truncate_unit: str = "whitespace",
+    *,
+    max_per_question: int,
+    seed: int,
+    prompt_style: str,
+    truncate_words: int | None,
+    truncate_unit: str,
 ) -> tuple[list[dict], dict[str, int]]:
-    """(LLaVA rows sorted by id, counts). A question whose record is missing is counted, never fatal."""
+    """(LLaVA rows sorted by id, counts). A question whose record is missing is counted, never fatal.
+
+    Every setting is required (the ``control`` section's ``rft_*`` keys, ``seed`` and ``prompt_style``)."""
     if max_per_question < 1:
         raise ValueError(f"max_per_question must be >= 1, got {max_per_question}")
     first_words("", truncate_words, truncate_unit)  # validates both before any work

@@ -68,7 +68,7 @@ def _gen_cfg(spec: SamplingSpec, temperature: float, seed: int) -> GenerationCon
 def score_candidates(record: VQARecord, texts: list[str], min_score: float) -> list[Candidate]:
     out = []
     for k, text in enumerate(texts):
-        row = score_response(record, "cot", text)
+        row = score_response(record, "cot", text, "project")  # the project metrics decide `correct`
         out.append(Candidate(id=record.id, sample=k, text=text, extracted=row["extracted"],
                              correct=row["score"] >= min_score, dataset=record.dataset))
     return out

@@ -36,7 +36,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from vlmcot.adapters.base import LoadReport
+from vlmcot.adapters.core import LoadReport
 from vlmcot.adapters.text import BadRow
 from vlmcot.answers import extract_answer
 from vlmcot.io import write_jsonl

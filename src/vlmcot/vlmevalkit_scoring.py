@@ -39,7 +39,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from vlmcot.answers import _PUNCT_TABLE, _REFUSALS, _VERBOSE_RE
+from vlmcot.answers import _can_infer_option
 from vlmcot.metrics import _levenshtein_within, get_metric, process_digit_article, process_punctuation
 from vlmcot.records import LETTERS, VQARecord
 
@@ -100,20 +100,7 @@ def relaxed_accuracy(prediction: str, answers: Sequence[str]) -> float:
 def can_infer_option(pred: str, letters: Sequence[str]) -> str | None:
     if _API_FAIL in pred:
         return None
-    for r in _REFUSALS:
-        if r in pred:
-            return "Z"
-    splits = pred.translate(_PUNCT_TABLE).split()
-    present = [c for c in letters if c in splits]
-    if len(present) == 1:
-        if splits.index(present[0]) > len(splits) - 5:
-            return present[0]
-    elif not present and "Z" in splits:
-        return "Z"
-    m = _VERBOSE_RE.search(pred)
-    if m and m.group(1).upper() in letters:
-        return m.group(1).upper()
-    return None
+    return _can_infer_option(pred, letters)  # upstream's rule, shared with the project's extract_letter
 
 
 def can_infer_text(pred: str, choices: dict[str, str]) -> str | None:

@@ -2,7 +2,7 @@ import pytest
 
 from tests.teacher.helpers import fast_openai, make_records
 from tests.teacher.server import FakeChatServer
-from vlmcot.teacher.base import TeacherReply
+from vlmcot.teacher.protocol import TeacherReply
 from vlmcot.teacher.cache import ReplyCache
 from vlmcot.teacher.openai_backend import FatalTeacherError, OpenAIConfig, OpenAITeacher
 from vlmcot.teacher.runner import Budget, run_teacher

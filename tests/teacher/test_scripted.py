@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from vlmcot.records import LETTERS
-from vlmcot.teacher.base import TeacherReply
+from vlmcot.teacher.protocol import TeacherReply
 from vlmcot.teacher.scripted import ScriptedTeacher, ScriptedTeacherConfig
 from vlmcot.world import WorldConfig, generate
 from vlmcot.world.common import clearly_different

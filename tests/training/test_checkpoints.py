@@ -1,6 +1,6 @@
 """Checkpoint bookkeeping shared by the SFT and DPO wrappers: resume only into the run that wrote them."""
 
-from vlmcot.training.checkpoints import CONFIG_HASH_FILE, config_hash, prepare_checkpoint_dir
+from vlmcot.training.checkpoints import CONFIG_HASH_FILE, config_hash, prepare_checkpoint_dir, save_final
 from vlmcot.training.sft import TrainConfig
 
 
@@ -20,3 +20,27 @@ def test_prepare_checkpoint_dir_resumes_only_same_config(tmp_path):
 def test_config_hash_changes_with_params():
     assert config_hash(TrainConfig(), ["a"]) == config_hash(TrainConfig(), ["a"])
     assert config_hash(TrainConfig(), ["a"]) != config_hash(TrainConfig(learning_rate=0.1), ["a"])
+
+
+def test_save_final_saves_model_and_processor_then_drops_checkpoints(tmp_path):
+    class Saver:
+        def __init__(self, main=True):
+            self.main, self.saved = main, []
+
+        def save_model(self, path):
+            self.saved.append(("model", path))
+
+        def is_world_process_zero(self):
+            return self.main
+
+        def save_pretrained(self, path):
+            self.saved.append(("processor", path))
+
+    for keep, main in ((False, True), (True, True), (False, False)):
+        ckpt, out = tmp_path / f"ckpt{keep}{main}", tmp_path / f"out{keep}{main}"
+        (ckpt / "checkpoint-1").mkdir(parents=True)
+        trainer, processor = Saver(main), Saver()
+        save_final(trainer, processor, TrainConfig(keep_checkpoints=keep), out, ckpt)
+        assert out.is_dir() and trainer.saved == [("model", str(out))]  # every rank saves (ZeRO-3 gathers)
+        assert processor.saved == ([("processor", str(out))] if main else [])  # rank 0 writes the processor
+        assert ckpt.is_dir() == (keep or not main)  # rank 0 drops the checkpoints unless kept

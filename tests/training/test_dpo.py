@@ -56,7 +56,7 @@ def test_few_dpo_steps_move_policy_not_reference(tmp_path):
     assert not errors
     reqs = [ScoreRequest(r["id"], r["images"][0], r["prompt"][0]["content"], r[side][0]["content"])
             for r in rows for side in ("chosen", "rejected")]
-    lp0 = [o.total for o in response_logprobs(policy, processor, reqs)]
+    lp0 = [o.total for o in response_logprobs(policy, processor, reqs, batch_size=16)]
 
     cfg = DPOTrainConfig(learning_rate=5e-3, max_steps=6, per_device_train_batch_size=4, logging_steps=2,
                          save_steps=100, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.2], warmup_ratio=0.0)
@@ -72,7 +72,7 @@ def test_few_dpo_steps_move_policy_not_reference(tmp_path):
     assert all(torch.equal(p.detach(), ref_before[n]) for n, p in ref.named_parameters())
 
     # the implicit reward margin (chosen - rejected log-ratio) grew on the training pairs
-    lp1 = [o.total for o in response_logprobs(policy, processor, reqs)]
+    lp1 = [o.total for o in response_logprobs(policy, processor, reqs, batch_size=16)]
     margin0 = sum(lp0[0::2]) - sum(lp0[1::2])
     margin1 = sum(lp1[0::2]) - sum(lp1[1::2])
     assert margin1 > margin0

@@ -12,7 +12,7 @@ ids, splits, field mappings and metrics is docs/datasets.md.
 """
 
 from vlmcot.adapters import ai2d_official, geoqa, mathvqa, mcq, vlmevalkit, vqa  # noqa: F401  (registration)
-from vlmcot.adapters.base import (
+from vlmcot.adapters.core import (
     ADAPTERS,
     Adapter,
     LoadReport,

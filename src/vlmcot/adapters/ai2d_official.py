@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from vlmcot.adapters.base import Adapter, Filtered, Row, SourceError, register
+from vlmcot.adapters.core import Adapter, Filtered, Row, SourceError, register
 from vlmcot.adapters.text import BadRow
 from vlmcot.config import StrictModel
 from vlmcot.records import LETTERS

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from vlmcot.adapters.base import Adapter, Row, SourceError, register
+from vlmcot.adapters.core import Adapter, Row, SourceError, register
 from vlmcot.adapters.images import DEFAULT_POLICY, ImageError, check_size, read_file
 from vlmcot.adapters.text import BadRow, check_choices, numeric_or_short
 from vlmcot.config import StrictModel

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from vlmcot.adapters.base import Adapter, Filtered, Row, register
+from vlmcot.adapters.core import Adapter, Filtered, Row, register
 from vlmcot.adapters.images import concat_images
 from vlmcot.adapters.text import (
     BadRow,

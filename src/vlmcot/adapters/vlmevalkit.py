@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from vlmcot.adapters.base import Adapter, Filtered, Row, SourceError, register
+from vlmcot.adapters.core import Adapter, Filtered, Row, SourceError, register
 from vlmcot.adapters.images import concat_images, decode_base64
 from vlmcot.adapters.text import (
     BadRow,

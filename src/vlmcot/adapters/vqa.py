@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmcot.adapters.base import Adapter, Row, register
+from vlmcot.adapters.core import Adapter, Row, register
 from vlmcot.adapters.text import BadRow, as_list, clean_answers, majority_answer, numeric_or_short
 
 

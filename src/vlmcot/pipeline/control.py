@@ -131,9 +131,9 @@ def conversations(cfg: Config, item: str) -> list[dict]:
     if errors and len(errors) > cfg.max_bad_rate * (len(cands) + len(errors)):
         raise StageError(f"{cfg.candidates}: {len(errors)} malformed rows (first: {errors[0]})")
     records, _ = validate_vqa(read_jsonl(cfg.records))
-    rows, stats = rft_conversations(cands, {r.id: r for r in records}, cfg.rft_max_per_question, cfg.seed,
-                                    cfg.prompt_style, cfg.rft_truncate_words,
-                                    cfg.rft_truncate_unit)
+    rows, stats = rft_conversations(cands, {r.id: r for r in records}, max_per_question=cfg.rft_max_per_question,
+                                    seed=cfg.seed, prompt_style=cfg.prompt_style,
+                                    truncate_words=cfg.rft_truncate_words, truncate_unit=cfg.rft_truncate_unit)
     log.info("rft data: %s", stats)
     if not rows:
         raise StageError(f"{cfg.candidates}: no correct sample to fine-tune on")

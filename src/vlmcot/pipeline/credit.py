@@ -4,7 +4,7 @@
 
 Takes a handful of preference pairs (chosen and rejected responses of the same question), scores every
 response token under the DPO and the SFT model (vlmcot.logprobs), and draws log pi_dpo - log pi_sft,
-normalised to mean 0 per response, as an HTML page and a PNG heat map (vlmcot.credit). Writes
+normalised to mean 0 per response, as an HTML page and a PNG heat map (vlmcot.token_credit). Writes
 ``<out_dir>/credit.html``, ``credit.png`` and ``tokens.jsonl`` (tokens and raw/normalised scores), and
 logs them to MLflow. Pairs are picked deterministically: shortest responses first, one per question,
 spread over datasets, so the figure stays readable.
@@ -47,6 +47,8 @@ class Config(StrictModel):
     dtype: Literal["float32", "bfloat16"] = "float32"
     # "auto": cuda when available, else cpu (or "cuda:1", "cpu")
     device: str = "auto"
+    # sequences per teacher-forced forward
+    batch_size: int = Field(16, ge=1)
 
 
 def pick_pairs(pairs: list[dict], n: int, datasets: list[str] | None) -> list[dict]:
@@ -71,7 +73,7 @@ def pick_pairs(pairs: list[dict], n: int, datasets: list[str] | None) -> list[di
 def run(cfg: Config, tracker) -> None:
     import numpy as np
 
-    from vlmcot.credit import CreditExample, normalize, render_png, token_rewards, write_html
+    from vlmcot.token_credit import CreditExample, normalize, render_png, token_rewards, write_html
     from vlmcot.logprobs import ScoreRequest, response_logprobs
     from vlmcot.models import load_model_and_processor
     from vlmcot.models.loading import free_device_memory
@@ -93,7 +95,8 @@ def run(cfg: Config, tracker) -> None:
         model, processor = load_model_and_processor(path, dtype=cfg.dtype, device=cfg.device)
         tokenizer = processor.tokenizer
         # EOS left out: the figure shows the words of the response
-        scored[name] = response_logprobs(model, processor, reqs, root=cfg.root, include_eos=False)
+        scored[name] = response_logprobs(model, processor, reqs, batch_size=cfg.batch_size, root=cfg.root,
+                                         include_eos=False)
         del model
         free_device_memory()
     examples, rows = [], []

@@ -29,7 +29,7 @@ from vlmcot.errors import StageError
 from vlmcot.images import ImagePolicy
 from vlmcot.io import iter_jsonl, write_json, write_jsonl
 from vlmcot.records import validate_vqa
-from vlmcot.teacher.base import TeacherReply
+from vlmcot.teacher.protocol import TeacherReply
 from vlmcot.teacher.cache import CACHE_FILE, ReplyCache
 from vlmcot.teacher.openai_backend import FatalTeacherError, OpenAIConfig, OpenAITeacher
 from vlmcot.teacher.runner import Budget, RunResult, run_teacher

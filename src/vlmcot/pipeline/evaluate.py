@@ -10,7 +10,6 @@ mode) and flat metrics ``<model>.<mode>.<dataset>.<metric>`` to ``<metrics_dir>/
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +17,7 @@ from pydantic import Field, field_validator
 
 from vlmcot.config import ConfigError, StrictModel
 from vlmcot.generation import GenerationConfig
-from vlmcot.io import read_jsonl, write_json, write_jsonl
+from vlmcot.io import write_json, write_jsonl
 from vlmcot.judge import JudgeConfig
 from vlmcot.server_backend import ServerConfig
 from vlmcot.stats import BootstrapConfig
@@ -59,6 +58,8 @@ class Config(StrictModel):
     datasets: list[str] | None = None
     # at most this many records per dataset, first by id (None: all)
     max_per_dataset: int | None = Field(None, ge=1)
+    # fail the stage if more than this share of records is malformed
+    max_bad_rate: float = Field(0.01, ge=0, le=1)
     # predictions go to <predictions_dir>/<model>.jsonl
     predictions_dir: str = "data/eval"
     # metrics go to <metrics_dir>/<model>.json
@@ -93,31 +94,11 @@ class Config(StrictModel):
 
 
 def select_records(cfg: Config):
-    from vlmcot.records import validate_vqa
-    from vlmcot.errors import StageError
+    """The eval records: valid, sorted by id, ``datasets``, then the first ``max_per_dataset`` of each."""
+    from vlmcot.records import select_records as select
 
-    if not Path(cfg.records).is_file():
-        raise StageError(f"{cfg.records} not found (run the prepare stage first)")
-    raw = read_jsonl(cfg.records)
-    good, errors = validate_vqa(raw)
-    for e in errors[:10]:
-        log.warning("%s: %s", cfg.records, e)
-    if errors and len(errors) > 0.01 * len(raw):
-        raise StageError(f"{cfg.records}: {len(errors)} bad records (first: {errors[0]})")
-    good.sort(key=lambda r: r.id)
-    if cfg.datasets is not None:
-        good = [r for r in good if r.dataset in cfg.datasets]
-    if cfg.max_per_dataset is not None:
-        seen: Counter = Counter()
-        kept = []
-        for r in good:
-            if seen[r.dataset] < cfg.max_per_dataset:
-                seen[r.dataset] += 1
-                kept.append(r)
-        good = kept
-    if not good:
-        raise StageError(f"{cfg.records}: no eval records left after the dataset filter")
-    return good
+    return select(cfg.records, datasets=cfg.datasets, offset=0, max_per_dataset=cfg.max_per_dataset,
+                  max_bad_rate=cfg.max_bad_rate)
 
 
 def _model_name(cfg: Config, item: str | None) -> str:
@@ -135,27 +116,10 @@ def dry_run(cfg: Config, item: str | None) -> None:
 
 def make_backend(cfg: Config, name: str):
     """The generation backend named by ``backend`` for model ``name``."""
-    from vlmcot.errors import StageError
+    from vlmcot.backends import open_backend
 
-    if cfg.backend == "server":
-        from vlmcot.server_backend import ServerBackend
-
-        try:
-            return ServerBackend(cfg.models[name], cfg.server, root=cfg.root)
-        except ConnectionError as e:
-            raise StageError(f"evaluate.server: {e}") from None
-    if cfg.backend == "vllm":
-        from vlmcot.vllm_backend import VLLMBackend
-
-        try:
-            return VLLMBackend(cfg.models[name], cfg.vllm, root=cfg.root)
-        except ImportError as e:
-            raise StageError(f"evaluate.backend: {e}") from None
-    from vlmcot.generation import HFBackend
-    from vlmcot.models import load_model_and_processor
-
-    model, processor = load_model_and_processor(cfg.models[name], dtype=cfg.dtype, device=cfg.device)
-    return HFBackend(model, processor, root=cfg.root)
+    return open_backend(cfg.backend, cfg.models[name], server=cfg.server, vllm=cfg.vllm, root=cfg.root,
+                        dtype=cfg.dtype, device=cfg.device, progress=True, section=SECTION)
 
 
 def _fingerprint(cfg: Config, name: str, records) -> str:

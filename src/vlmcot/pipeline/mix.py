@@ -111,7 +111,7 @@ def general_rows(cfg: Config, report) -> list[SFTRecord]:
     named in ``report``, never fatal one by one."""
     import json
 
-    from vlmcot.adapters.base import BadRow
+    from vlmcot.adapters.core import BadRow
     from vlmcot.sharegpt import _rows, sft_record
 
     path = Path(cfg.general_source)
@@ -207,7 +207,7 @@ def build_from_sharegpt(rows: list[SFTRecord], cfg: Config) -> dict[str, list[SF
 
 def run(cfg: Config, tracker) -> None:
     if cfg.source == "sharegpt":
-        from vlmcot.adapters.base import LoadReport
+        from vlmcot.adapters.core import LoadReport
         from vlmcot.sharegpt import import_sft
 
         if not cfg.sharegpt_dir:
@@ -225,7 +225,7 @@ def run(cfg: Config, tracker) -> None:
     metrics = {"skipped.cot": len(bad_cot), "skipped.records": len(bad_train), "skipped.images": len(bad_images)}
     pool = None
     if cfg.include_general and cfg.general_size and cfg.general_source:
-        from vlmcot.adapters.base import LoadReport
+        from vlmcot.adapters.core import LoadReport
 
         if not Path(cfg.general_source).is_file():
             raise StageError(f"mix.general_source {cfg.general_source} not found ({GENERAL_DOWNLOAD})")

@@ -23,7 +23,7 @@ from vlmcot.config import StrictModel
 from vlmcot.errors import StageError
 from vlmcot.io import read_jsonl, write_csv, write_json, write_jsonl
 from vlmcot.summary import write_summary
-from vlmcot.pairs import build_pairs
+from vlmcot.pairing import build_pairs
 from vlmcot.prompts import PROMPT_STYLES
 from vlmcot.records import read_candidates, validate_vqa
 

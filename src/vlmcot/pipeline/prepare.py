@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from vlmcot.adapters.base import LoadReport, SourceConfig, load
+from vlmcot.adapters.core import LoadReport, SourceConfig, load
 from vlmcot.config import StrictModel
 from vlmcot.errors import StageError
 from vlmcot.images import ImagePolicy
@@ -55,7 +55,7 @@ class Config(StrictModel):
 def plan_notes(cfg: Config) -> list[str]:
     """What `vlmcot plan` should tell the user before this stage can run: hub access, and local
     sources that are missing, with what to download."""
-    from vlmcot.adapters.base import get_adapter
+    from vlmcot.adapters.core import get_adapter
 
     if cfg.source != "hub":
         return []

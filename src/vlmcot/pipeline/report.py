@@ -66,7 +66,7 @@ def _rel(path: Path, base: Path) -> str:
 
 def build_report(cfg: Config) -> tuple[str, list[Path]]:
     """(markdown, figure paths). Every section degrades to a note when its input is missing."""
-    from vlmcot import report as R
+    from vlmcot import report_render as R
 
     out = Path(cfg.out_dir)
     figs = out / "figures"

@@ -7,7 +7,7 @@ log pi_dpo - log pi_sft (vlmcot.logprobs, teacher-forced, batched). beta is the 
 trained with, read from the resolved config the dpo stage saved beside it (``<policy>/vlmcot_config.json``,
 ``train.beta``), never restated here. Then, per dataset, accuracy at
 N = 1, 2, 4, ... of self-consistency (majority vote), best-of-N, weighted voting and the oracle
-(pass@N) via vlmcot.rerank.rerank_curves. Writes:
+(pass@N) via vlmcot.voting.rerank_curves. Writes:
 
 - ``rewards``: one row per candidate (id, sample, logp_dpo, logp_sft, reward, tokens);
 - ``<plots_dir>/rerank_<dataset>.csv``: columns n, majority, best_of_n, weighted, oracle (DVC plots);
@@ -141,9 +141,9 @@ def candidate_rewards(cfg: Config, cands, records, beta: float) -> list[dict]:
 
 
 def questions_by_dataset(cfg: Config, rows: list[dict], records) -> dict[str, list]:
-    """Reward rows grouped into vlmcot.rerank.Question per question (sample order), per dataset (sorted)."""
+    """Reward rows grouped into vlmcot.voting.Question per question (sample order), per dataset (sorted)."""
     from vlmcot.metrics import get_metric
-    from vlmcot.rerank import Question
+    from vlmcot.voting import Question
 
     by_q: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
@@ -171,7 +171,7 @@ def dataset_ns(cfg: Config, qs: list) -> list[int] | None:
 
 
 def curves_by_dataset(cfg: Config, rows: list[dict], records) -> dict[str, dict[str, dict[int, float]]]:
-    from vlmcot.rerank import rerank_curves
+    from vlmcot.voting import rerank_curves
 
     return {ds: rerank_curves(qs, ns=dataset_ns(cfg, qs), n_subsets=cfg.n_subsets, seed=cfg.seed,
                               weighting=cfg.weighting, temperature=cfg.temperature)
@@ -181,7 +181,7 @@ def curves_by_dataset(cfg: Config, rows: list[dict], records) -> dict[str, dict[
 def per_question_rows(cfg: Config, rows: list[dict], records) -> list[dict]:
     """Each question's score per method at its dataset's largest N: rerank_curves on that question alone
     (its subsets are seeded per question and N, so they are the ones the curves drew)."""
-    from vlmcot.rerank import default_ns, rerank_curves
+    from vlmcot.voting import default_ns, rerank_curves
 
     out = []
     for ds, qs in questions_by_dataset(cfg, rows, records).items():

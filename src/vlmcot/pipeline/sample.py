@@ -14,16 +14,14 @@ vlmcot.sampling), so a rerun after a crash continues where it stopped and writes
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 
 from vlmcot.config import ConfigError, StrictModel
-from vlmcot.errors import StageError
 from vlmcot.generation import GenerationConfig
-from vlmcot.io import read_jsonl, write_json, write_jsonl
+from vlmcot.io import write_json, write_jsonl
 from vlmcot.server_backend import ServerConfig
 from vlmcot.vllm_backend import VLLMConfig
 
@@ -123,58 +121,18 @@ def paths(cfg: Config, item: str) -> tuple[Path, Path, Path]:
 
 def select_questions(spec: ItemConfig, max_bad_rate: float):
     """The item's questions: valid records, sorted by id, dataset filter, then offset/max per dataset."""
-    from vlmcot.records import validate_vqa
+    from vlmcot.records import select_records
 
-    if not Path(spec.records).is_file():
-        raise StageError(f"{spec.records} not found (run the prepare stage first)")
-    raw = read_jsonl(spec.records)
-    good, errors = validate_vqa(raw)
-    for e in errors[:10]:
-        log.warning("%s: %s", spec.records, e)
-    if errors and len(errors) > max_bad_rate * len(raw):
-        raise StageError(f"{spec.records}: {len(errors)} of {len(raw)} records malformed (first: {errors[0]})")
-    good.sort(key=lambda r: r.id)
-    if spec.datasets is not None:
-        missing = sorted(set(spec.datasets) - {r.dataset for r in good})
-        if missing:
-            log.warning("%s: no records for datasets %s", spec.records, missing)
-        good = [r for r in good if r.dataset in spec.datasets]
-    seen: Counter = Counter()
-    kept = []
-    for r in good:
-        k = seen[r.dataset]
-        seen[r.dataset] += 1
-        if k < spec.offset:
-            continue
-        if spec.max_per_dataset is not None and k >= spec.offset + spec.max_per_dataset:
-            continue
-        kept.append(r)
-    if not kept:
-        raise StageError(f"{spec.records}: no questions left after the dataset/offset/max filters")
-    return kept
+    return select_records(spec.records, datasets=spec.datasets, offset=spec.offset,
+                          max_per_dataset=spec.max_per_dataset, max_bad_rate=max_bad_rate)
 
 
 def make_backend(cfg: Config):
     """The generation backend named by ``backend``."""
-    if cfg.backend == "server":
-        from vlmcot.server_backend import ServerBackend
+    from vlmcot.backends import open_backend
 
-        try:
-            return ServerBackend(cfg.model, cfg.server, root=cfg.root)
-        except ConnectionError as e:
-            raise StageError(f"sample.server: {e}") from None
-    if cfg.backend == "vllm":
-        from vlmcot.vllm_backend import VLLMBackend
-
-        try:
-            return VLLMBackend(cfg.model, cfg.vllm, root=cfg.root)
-        except ImportError as e:
-            raise StageError(f"sample.backend: {e}") from None
-    from vlmcot.generation import HFBackend
-    from vlmcot.models import load_model_and_processor
-
-    model, processor = load_model_and_processor(cfg.model, dtype=cfg.dtype, device=cfg.device)
-    return HFBackend(model, processor, root=cfg.root, progress=False)
+    return open_backend(cfg.backend, cfg.model, server=cfg.server, vllm=cfg.vllm, root=cfg.root,
+                        dtype=cfg.dtype, device=cfg.device, progress=False, section=SECTION)
 
 
 def spec_for(cfg: Config, item: str):

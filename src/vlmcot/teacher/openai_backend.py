@@ -39,7 +39,7 @@ from vlmcot.config import ConfigError, StrictModel
 from vlmcot.images import ImagePolicy, ImageRejected, inspect_image, read_image
 from vlmcot.prompts import teacher_messages
 from vlmcot.records import VQARecord
-from vlmcot.teacher.base import FatalTeacherError, RecordError, TeacherReply, TransportFailure, redact
+from vlmcot.teacher.protocol import FatalTeacherError, RecordError, TeacherReply, TransportFailure, redact
 from vlmcot.teacher.cache import request_key
 
 log = logging.getLogger(__name__)

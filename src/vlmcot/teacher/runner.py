@@ -26,7 +26,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from vlmcot.records import VQARecord
-from vlmcot.teacher.base import FatalTeacherError, RecordError, TeacherReply, TransportFailure, redact
+from vlmcot.teacher.protocol import FatalTeacherError, RecordError, TeacherReply, TransportFailure, redact
 from vlmcot.teacher.cache import ReplyCache
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Checkpoints that resume only into the run that wrote them (shared by the SFT and DPO wrappers).
+"""Checkpoints that resume only into the run that wrote them, and the final save (shared by the SFT and DPO
+wrappers).
 
 A run's :func:`config_hash` (everything that shapes it: config, mix, row ids) is written beside its
 checkpoints; :func:`prepare_checkpoint_dir` resumes from the newest complete checkpoint only when the
@@ -12,6 +13,8 @@ import json
 import logging
 import shutil
 from pathlib import Path
+
+from vlmcot.training.lora import save_adapter_and_merged
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +55,19 @@ def prepare_checkpoint_dir(ckpt_dir: Path, run_hash: str) -> Path | None:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     marker.write_text(run_hash + "\n")
     return None
+
+
+def save_final(trainer, processor, cfg, output_dir: Path, checkpoint_dir: Path) -> None:
+    """Save the trained model and its processor to ``output_dir``; drop ``checkpoint_dir`` unless
+    ``cfg.keep_checkpoints`` (``cfg``: a ``TrainArgs``). Call it on every rank: under ZeRO-3 saving
+    gathers the partitioned weights (rank 0 alone would wait forever); the Trainer writes the files on
+    the main process only."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.lora.enabled:
+        save_adapter_and_merged(trainer, cfg.lora, output_dir)
+    else:
+        trainer.save_model(str(output_dir))
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(str(output_dir))
+        if not cfg.keep_checkpoints:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)

@@ -64,6 +64,19 @@ def image_problem(path: Path, seen: dict[Path, str | None]) -> str | None:
     return seen[path]
 
 
+def trainable_image(image: str, root: Path, seen: dict[Path, str | None]) -> Path:
+    """The path of a row's image (relative to ``root`` unless absolute); ValueError naming why it cannot
+    be trained on (missing, or :func:`image_problem`)."""
+    p = Path(image)
+    p = p if p.is_absolute() else root / p
+    if not p.is_file():
+        raise ValueError(f"image file not found: {image}")
+    problem = image_problem(p, seen)
+    if problem:
+        raise ValueError(problem)
+    return p
+
+
 def sft_rows(records: Iterable[dict], root: str | Path = ".") -> tuple[list[dict], list[str]]:
     """(rows for TRL, one error message per skipped record naming its id)."""
     root = Path(root)
@@ -76,13 +89,7 @@ def sft_rows(records: Iterable[dict], root: str | Path = ".") -> tuple[list[dict
             image = rec.get("image")
             if not image:
                 raise ValueError("no image (the tiny pipeline trains image-grounded rows only)")
-            p = Path(image)
-            p = p if p.is_absolute() else root / p
-            if not p.is_file():
-                raise ValueError(f"image file not found: {image}")
-            problem = image_problem(p, seen)
-            if problem:
-                raise ValueError(problem)
+            p = trainable_image(image, root, seen)
         except ValueError as e:
             errors.append(f"record {rid}: {e}")
             continue

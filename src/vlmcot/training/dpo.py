@@ -16,16 +16,15 @@ precompute_ref_log_probs raises for images.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from vlmcot.training.args import TrainArgs
-from vlmcot.training.checkpoints import prepare_checkpoint_dir
+from vlmcot.training.checkpoints import prepare_checkpoint_dir, save_final
 from vlmcot.training.common import materialize, trainer_kwargs
-from vlmcot.training.lora import peft_config, save_adapter_and_merged
+from vlmcot.training.lora import peft_config
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ def dpo_rows(pairs: list[dict], root: str | Path = ".") -> tuple[list[dict], lis
     imported released ones that never went through prepare) or an empty side is skipped, with one
     error naming its id.
     """
-    from vlmcot.training.data import image_problem
+    from vlmcot.training.data import trainable_image
 
     root = Path(root)
     rows, errors = [], []
@@ -72,13 +71,7 @@ def dpo_rows(pairs: list[dict], root: str | Path = ".") -> tuple[list[dict], lis
                     raise ValueError(f"empty or missing {key!r}")
             if p["chosen"] == p["rejected"]:
                 raise ValueError("chosen and rejected are the same text")
-            img = Path(p["image"])
-            img = img if img.is_absolute() else root / img
-            if not img.is_file():
-                raise ValueError(f"image file not found: {p['image']}")
-            problem = image_problem(img, seen)
-            if problem:
-                raise ValueError(problem)
+            img = trainable_image(p["image"], root, seen)
         except ValueError as e:
             errors.append(f"pair {pid}: {e}")
             continue
@@ -180,14 +173,5 @@ def train_dpo(
                 if isinstance(v, (int, float)) and k not in ("epoch", "step"):
                     metrics[f"last_{k.replace('/', '_')}"] = float(v)
             break
-    output_dir.mkdir(parents=True, exist_ok=True)
-    # every rank: under ZeRO-3 saving gathers the partitioned weights; the Trainer writes on rank 0 only
-    if cfg.lora.enabled:
-        save_adapter_and_merged(trainer, cfg.lora, output_dir)
-    else:
-        trainer.save_model(str(output_dir))
-    if trainer.is_world_process_zero():
-        processor.save_pretrained(str(output_dir))
-        if not cfg.keep_checkpoints:
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    save_final(trainer, processor, cfg, output_dir, checkpoint_dir)  # every rank
     return metrics

@@ -9,14 +9,13 @@ written by an identical config (vlmcot.training.checkpoints), and logging into t
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from pydantic import Field
 
 from vlmcot.training.args import TrainArgs
-from vlmcot.training.checkpoints import prepare_checkpoint_dir
+from vlmcot.training.checkpoints import prepare_checkpoint_dir, save_final
 from vlmcot.training.common import materialize, trainer_kwargs
-from vlmcot.training.lora import peft_config, save_adapter_and_merged
+from vlmcot.training.lora import peft_config
 
 log = logging.getLogger(__name__)
 
@@ -141,15 +140,5 @@ def train_sft(
     metrics = dict(result.metrics)
     metrics["global_step"] = trainer.state.global_step
     metrics["resumed_from_step"] = int(resume.name.split("-")[-1]) if resume is not None else 0
-    output_dir.mkdir(parents=True, exist_ok=True)
-    # every rank: under ZeRO-3 saving gathers the partitioned weights (rank 0 alone would wait forever);
-    # the Trainer writes the files on the main process only
-    if cfg.lora.enabled:
-        save_adapter_and_merged(trainer, cfg.lora, output_dir)
-    else:
-        trainer.save_model(str(output_dir))
-    if trainer.is_world_process_zero():
-        processor.save_pretrained(str(output_dir))
-        if not cfg.keep_checkpoints:
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    save_final(trainer, processor, cfg, output_dir, checkpoint_dir)  # every rank
     return metrics

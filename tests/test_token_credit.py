@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vlmcot.credit import CreditExample, normalize, render_html, render_png, score_rgb, token_rewards
+from vlmcot.token_credit import CreditExample, normalize, render_html, render_png, score_rgb, token_rewards
 
 
 def test_token_rewards_and_normalisation_keep_order():

@@ -1,6 +1,6 @@
 """Report pieces: Table 1-style counts, model tables from per-model metrics, curve and length figures."""
 
-from vlmcot.report import counts_table, model_table, plot_lengths, plot_rerank
+from vlmcot.report_render import counts_table, model_table, plot_lengths, plot_rerank
 
 
 def test_counts_table_orders_datasets_then_total():

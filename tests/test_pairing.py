@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from vlmcot.pairs import build_pairs, drop_reason, first_words, select_pairs
+from vlmcot.pairing import build_pairs, drop_reason, first_words, select_pairs
 from vlmcot.records import Candidate, VQARecord
 
 
@@ -239,7 +239,7 @@ def test_bad_window_and_k_are_rejected():
 
 
 def test_space_unit_is_the_authors_split():
-    from vlmcot.pairs import first_words
+    from vlmcot.pairing import first_words
 
     text = "Step one.\n\nThe  sum is 7.\n### Answer: 7"
     for n in range(1, 12):

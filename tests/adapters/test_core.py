@@ -5,7 +5,7 @@ import pytest
 from datasets import Dataset, Features, Image, Value
 
 from vlmcot.adapters import ADAPTERS, LoadReport, SourceConfig, SourceError, hub_aliases, load
-from vlmcot.adapters.base import Adapter
+from vlmcot.adapters.core import Adapter
 from vlmcot.config import ConfigError, parse_section
 
 S = Value("string")

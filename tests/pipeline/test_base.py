@@ -110,3 +110,14 @@ def test_missing_tokenizer_texts_file_fails_with_the_key(tmp_path, monkeypatch, 
     assert main("base", "params.yaml") == 1
     err = capsys.readouterr().err
     assert "base.tokenizer_texts" in err and "data/mix/nope.jsonl" in err
+
+
+def test_description_facts_and_scores():
+    from vlmcot.pipeline.base import description_scores, facts
+
+    ref = "A bar chart with two bars. From top to bottom: oat is 3 and nut is 9."
+    assert facts(ref) == ["a bar chart with two bars", "from top to bottom", "oat is 3", "nut is 9"]
+    s = description_scores("A bar chart with two bars. From top to bottom: oat is 3 and nut is 8.", ref)
+    assert s == {"exact": 0.0, "fact_recall": 0.75, "value_recall": 0.5}
+    assert description_scores(ref, ref)["exact"] == 1.0
+    assert description_scores("Owl.", "The owl eats the frog.")["value_recall"] is None  # no numbers to read

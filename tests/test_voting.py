@@ -4,7 +4,7 @@ import random
 import numpy as np
 import pytest
 
-from vlmcot.rerank import (
+from vlmcot.voting import (
     Question,
     best_of_n,
     curve_rows,

@@ -55,6 +55,17 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _save(fig, png_path: str | Path) -> Path:
+    """Write ``fig`` to ``png_path`` (folders made) and close it."""
+    import matplotlib.pyplot as plt
+
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path)
+    plt.close(fig)
+    return png_path
+
+
 def plot_rerank(csv_path: str | Path, png_path: str | Path, title: str) -> Path:
     """Accuracy vs N (log2 axis), one line per method, from a rerank CSV (n + one column per method)."""
     import matplotlib
@@ -80,11 +91,7 @@ def plot_rerank(csv_path: str | Path, png_path: str | Path, title: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path)
-    plt.close(fig)
-    return png_path
+    return _save(fig, png_path)
 
 
 def plot_lengths(csv_path: str | Path, png_path: str | Path) -> Path:
@@ -106,11 +113,7 @@ def plot_lengths(csv_path: str | Path, png_path: str | Path) -> Path:
     ax.set_title("Answer lengths, CoT vs direct (Fig. 3)")
     ax.legend()
     fig.tight_layout()
-    png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path)
-    plt.close(fig)
-    return png_path
+    return _save(fig, png_path)
 
 
 def latest_runs(stages: list[str], experiment: str | None = None) -> list[dict[str, str]]:
