@@ -80,7 +80,7 @@ class Config(StrictModel):
     max_bad_rate: float = Field(0.01, ge=0, le=1)
     # trainer settings shared by both controls (max_steps <= 0: match DPO's steps)
     train: TrainConfig = TrainConfig(learning_rate=2e-5, max_steps=-1, per_device_train_batch_size=16, warmup_ratio=0.1,
-                                     logging_steps=5, bf16=True)
+                                     logging_steps=5, bf16=True, freeze_vision_tower=True)
     # process launch (single process on CPU; 8 under accelerate + DeepSpeed ZeRO-3 at paper scale)
     launch: LaunchConfig = LaunchConfig()
 
