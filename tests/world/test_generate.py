@@ -156,11 +156,7 @@ def test_disabled_family_generates_nothing(tmp_path):
 
 
 def test_question_mix_has_easy_and_hard_and_paraphrases(tmp_path):
-    # the world's full question set (every op it knows, equal weights); the embedded default asks fewer
     cfg = small_cfg(100, 0)
-    for k in ("chart", "doc", "geo", "sci"):
-        fam = getattr(cfg, k)
-        fam.ops = {op: 1.0 for op in type(fam).OPS}
     recs = generate(cfg, tmp_path, progress=False)
     for ds in ("synth_chart", "synth_doc", "synth_geo", "synth_sci"):
         rs = [r for r in recs if r.dataset == ds]
@@ -170,7 +166,7 @@ def test_question_mix_has_easy_and_hard_and_paraphrases(tmp_path):
         assert max(ops.values()) < 0.35 * len(rs), (ds, ops)
         # calc = needs arithmetic; geometry is mostly arithmetic by nature, as in MathVision;
         # sci's "calc" marks its two-step ecology questions
-        lo, hi = {"synth_geo": (0.5, 0.95), "synth_sci": (0.1, 0.5)}.get(ds, (0.3, 0.8))
+        lo, hi = {"synth_geo": (0.5, 0.9), "synth_sci": (0.1, 0.5)}.get(ds, (0.3, 0.8))
         assert lo < calc < hi, (ds, calc)
         # paraphrases: the most common op is asked in at least 3 wordings (entity names masked)
         top_op = ops.most_common(1)[0][0]
@@ -296,14 +292,3 @@ def test_identical_across_processes_and_hash_seeds(tmp_path):
         assert p.returncode == 0, p.stderr
         outs.append(p.stdout.strip())
     assert outs[0] == outs[1] and len(outs[0]) == 64
-
-
-def test_embedded_default_asks_few_question_types_mostly_compositional(tmp_path):
-    # #18: ~40 types over 4 families left ~125 questions a type and models that guessed; the default
-    # keeps 3-4 types a family, at least half of them multi-step (arithmetic or a two-hop chain)
-    recs = generate(small_cfg(200, 0), tmp_path, progress=False)
-    for ds in ("synth_chart", "synth_doc", "synth_geo", "synth_sci"):
-        rs = [r for r in recs if r.dataset == ds]
-        ops = collections.Counter(r.meta["op"] for r in rs)
-        assert 3 <= len(ops) <= 4, (ds, ops)
-        assert sum(r.meta["calc"] for r in rs) / len(rs) >= 0.45, (ds, ops)

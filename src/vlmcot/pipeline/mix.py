@@ -56,13 +56,13 @@ class Config(StrictModel):
     out_dir: str = "data/mix"
     metrics: str = "metrics/mix.json"
     # format-aligned examples per dataset (paper: 50 from each of 9 datasets = 450)
-    format_per_dataset: int = Field(200, ge=0)
+    format_per_dataset: int = Field(50, ge=0)
     # share of the format-aligned examples given in CoT form (the rest direct)
     format_cot_fraction: float = Field(0.5, ge=0, le=1)
     # add the general description set to every mix (paper: 2k general instruction examples)
     include_general: bool = True
     # size of the general set (0 = none)
-    general_size: int = Field(800, ge=0)
+    general_size: int = Field(200, ge=0)
     # a LLaVA-format conversation file ({"id", "image", "conversations": [{"from": "human"|"gpt", ...}]};
     # JSON list or JSONL: the release's sft/pt_data_mix_2k.jsonl, LLaVA-Instruct's llava_instruct_150k.json)
     # sampled to general_size for the general set; null: image descriptions of the prepared records

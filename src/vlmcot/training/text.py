@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 class TextPretrainConfig(StrictModel):
     """params.yaml ``base.text_pretrain``."""
 
-    steps: int = Field(1500, ge=0)  # optimizer steps; 0 skips the phase
+    steps: int = Field(0, ge=0)  # optimizer steps; 0 skips the phase
     documents: int = Field(40000, ge=1)  # corpus size (documents drawn from vlmcot.world.text)
     batch_size: int = Field(32, ge=1)  # packed rows per step
     seq_len: int = Field(64, ge=8)  # tokens per packed row

@@ -70,18 +70,16 @@ class ChartConfig(FamilyConfig):
     max_bars: int = Field(6, ge=2, le=6)  # most bars (6 is what fits legibly at 64 px)
     max_value: int = Field(9, ge=3, le=99)  # values are integers in [1, max_value]
     show_values: bool = True  # print each value beside its bar; False draws unit gridlines instead
-    # the embedded default: 2,500 questions over 3-4 question types (#18's learning curve)
-    n_train: int = Field(2500, ge=0)
     ops: dict[str, float] = Field(
         default_factory=lambda: {
             "lookup": 1.0,  # value of one bar (read)
             "argmax": 0.5,  # label of the highest bar (compare)
-            "argmin": 0.0,  # label of the lowest bar (compare)
+            "argmin": 0.5,  # label of the lowest bar (compare)
             "diff": 1.0,  # difference of two bars (read 2, subtract)
             "sum2": 1.0,  # sum of two bars (read 2, add)
-            "count": 0.0,  # bars above a threshold (read all, compare)
-            "total": 0.0,  # sum of all bars (read all, add n-1 times)
-            "range": 0.0,  # highest minus lowest (read all, compare, subtract)
+            "count": 0.75,  # bars above a threshold (read all, compare)
+            "total": 0.75,  # sum of all bars (read all, add n-1 times)
+            "range": 0.5,  # highest minus lowest (read all, compare, subtract)
         }
     )
 

@@ -97,22 +97,20 @@ class DocConfig(FamilyConfig):
     min_rows: int = Field(3, ge=2, le=5)  # fewest item rows on a receipt
     max_rows: int = Field(4, ge=2, le=5)  # most item rows (5 is what fits legibly at 64 px)
     max_price: int = Field(9, ge=5, le=99)  # prices are distinct integers in [1, max_price]
-    # the embedded default: 2,500 questions over 3-4 question types (#18's learning curve)
-    n_train: int = Field(2500, ge=0)
     ops: dict[str, float] = Field(
         default_factory=lambda: {
             "price": 1.0,  # copy the price of an item
-            "item_at": 0.0,  # which item has price p (find the row)
-            "more": 0.5,  # which of two items costs more (read 2, compare)
-            "cheapest": 0.0,  # item with the lowest price (read all, compare)
-            "priciest": 0.0,  # item with the highest price
-            "store": 0.0,  # copy the shop name
-            "count": 0.0,  # number of item rows
-            "sum2": 1.0,  # two prices together (read 2, add)
-            "diff": 1.0,  # price difference of two items (read 2, subtract)
-            "total": 0.0,  # all prices together (read all, add)
-            "field": 0.0,  # forms: copy a field value (name, age, city, pet)
-            "age_plus": 0.0,  # forms: the age in k years (read, add)
+            "item_at": 0.5,  # which item has price p (find the row)
+            "more": 0.75,  # which of two items costs more (read 2, compare)
+            "cheapest": 0.4,  # item with the lowest price (read all, compare)
+            "priciest": 0.4,  # item with the highest price
+            "store": 0.3,  # copy the shop name
+            "count": 0.3,  # number of item rows
+            "sum2": 0.75,  # two prices together (read 2, add)
+            "diff": 0.5,  # price difference of two items (read 2, subtract)
+            "total": 0.5,  # all prices together (read all, add)
+            "field": 0.75,  # forms: copy a field value (name, age, city, pet)
+            "age_plus": 0.5,  # forms: the age in k years (read, add)
         }
     )
 

@@ -56,17 +56,15 @@ class GeoConfig(FamilyConfig):
     max_side: int = Field(9, ge=3, le=20)
     max_shapes: int = Field(2, ge=1, le=2)  # 1 disables the two-shape questions
     distractor_prob: float = Field(0.5, ge=0, le=1)  # one-shape questions: chance of a second, unasked shape
-    # the embedded default: 2,500 questions over 3-4 question types (#18's learning curve)
-    n_train: int = Field(2500, ge=0)
     ops: dict[str, float] = Field(
         default_factory=lambda: {
             "side": 0.5,  # one labelled length: a rectangle's width/height, a square's side (read)
-            "side_long": 0.0,  # longest side of a rectangle or triangle (read, compare)
+            "side_long": 0.5,  # longest side of a rectangle or triangle (read, compare)
             "perimeter": 1.0,  # perimeter of one shape (1-2 steps)
             "area": 1.0,  # area of a rectangle or square (1 step + knowledge)
-            "sum_area": 0.0,  # total area of a rectangle and a square (3 steps)
-            "diff_area": 0.0,  # difference of their areas (3 steps)
-            "sum_perimeter": 0.0,  # sum of two shapes' perimeters (3-5 steps)
+            "sum_area": 0.75,  # total area of a rectangle and a square (3 steps)
+            "diff_area": 0.5,  # difference of their areas (3 steps)
+            "sum_perimeter": 0.5,  # sum of two shapes' perimeters (3-5 steps)
         }
     )
 

@@ -61,18 +61,16 @@ class SciConfig(FamilyConfig):
     min_chain: int = Field(3, ge=3, le=4)  # fewest organisms in a chain
     max_chain: int = Field(4, ge=3, le=4)  # most organisms (4 is what fits legibly at 64 px)
     flip_prob: float = Field(0.5, ge=0, le=1)  # chance the producer is drawn at the bottom (arrows up)
-    # the embedded default: 2,500 questions over 3-4 question types (#18's learning curve)
-    n_train: int = Field(2500, ge=0)
     ops: dict[str, float] = Field(
         default_factory=lambda: {
             "eats": 1.0,  # what X eats (read one arrow)
             "eaten_by": 1.0,  # what eats X (read one arrow)
-            "producer": 0.0,  # which is the producer (knowledge: plants make food)
-            "top": 0.0,  # the top predator (follow the chain to its end)
-            "increase": 1.0,  # if X disappeared, which population grows (arrow + ecology)
-            "decrease": 1.0,  # if X disappeared, which population shrinks (arrow + ecology)
-            "trait": 0.0,  # which of these can fly / lives in water (knowledge table)
-            "count": 0.0,  # how many animals are in the chain (count, exclude the plant)
+            "producer": 0.5,  # which is the producer (knowledge: plants make food)
+            "top": 0.5,  # the top predator (follow the chain to its end)
+            "increase": 0.75,  # if X disappeared, which population grows (arrow + ecology)
+            "decrease": 0.75,  # if X disappeared, which population shrinks (arrow + ecology)
+            "trait": 0.5,  # which of these can fly / lives in water (knowledge table)
+            "count": 0.5,  # how many animals are in the chain (count, exclude the plant)
         }
     )
 
