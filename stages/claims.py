@@ -9,7 +9,7 @@ import _project_python
 
 _project_python.ensure()
 
-from vlmcot.stage import cli_entry  # noqa: E402
+from vlmcot.cli import cli_entry  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(cli_entry("claims"))
