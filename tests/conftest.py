@@ -42,3 +42,25 @@ class FakeTracker:
 @pytest.fixture
 def tracker():
     return FakeTracker()
+
+
+
+# torch.distributed's rendezvous variables. A test that leaves them in this process's environment makes
+# every later subprocess (they inherit it) join a one-rank world on a port that is no longer free:
+# EADDRINUSE in CI, failing tests far from the cause. So a test that leaks them fails, by name.
+_DIST = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(autouse=True)
+def _no_distributed_env_leak(request):
+    before = {k: os.environ.get(k) for k in _DIST}
+    yield
+    after = {k: os.environ.get(k) for k in _DIST}
+    if after != before:
+        for k, v in before.items():  # restore first, so one leak fails one test, not the rest
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        pytest.fail(f"{request.node.nodeid} left torch.distributed variables in os.environ: "
+                    f"{ {k: v for k, v in after.items() if v != before[k]} }")
