@@ -12,6 +12,7 @@ import pytest
 from vlmcot.config import ConfigError, parse_section
 from vlmcot.images import ImagePolicy
 from vlmcot.records import validate_vqa
+from vlmcot.world import FAMILIES as FAMILY_MODULES
 from vlmcot.world import WorldConfig, generate
 
 FAMILIES = ("chart", "doc", "geo", "sci", "sign")
@@ -75,6 +76,17 @@ def test_counts_ids_paths_and_fields(world):
             assert r.choices and len(r.choices) == 4
         if r.dataset == "synth_sign":
             assert r.answers and len(r.answers) == 10
+
+
+def test_every_family_speaks_the_protocol(world):
+    # generate, the teacher and the layout redraw call these names on whichever family wrote the facts
+    names = ("DATASET", "METRIC", "QTYPE", "CALC_OPS", "make", "draw", "describe", "solve", "error_kinds", "explain")
+    for key, fam in FAMILY_MODULES.items():
+        assert [n for n in names if not hasattr(fam, n)] == [], key
+        assert fam.CALC_OPS <= set(getattr(WorldConfig(), key).OPS), key  # a misspelt op would never count
+    _, recs = world
+    for r in recs:
+        assert r.meta["calc"] == (r.facts["op"] in FAMILY_MODULES[r.facts["family"]].CALC_OPS)
 
 
 def test_images_are_png_of_configured_size(world, tmp_path):
@@ -258,6 +270,7 @@ def test_bad_config_names_the_key(data, key):
 
 _HASH_SCRIPT = """
 import hashlib, json, sys
+from vlmcot.world import FAMILIES as FAMILY_MODULES
 from vlmcot.world import WorldConfig, generate
 cfg = WorldConfig()
 cfg.sign.enabled = True
