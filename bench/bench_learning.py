@@ -49,13 +49,16 @@ def question_id(row_id: str) -> str:
     return row_id.rsplit("-", 1)[0]
 
 
-def evaluate_model(model, processor, records, modes=("direct", "cot"), max_new_tokens: int = 128) -> dict:
+def evaluate_model(model, processor, records, ev: dict, max_new_tokens: int = 128) -> dict:
+    """Accuracies of ``model`` on ``records`` under params.yaml's evaluate section ``ev`` (its modes,
+    prompt style and scoring), greedy, at most ``max_new_tokens``."""
     from vlmcot.evaluation import evaluate
     from vlmcot.generation import GenerationConfig, HFBackend
 
     backend = HFBackend(model, processor, root=".", progress=False)
     gen = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=100)
-    rows = evaluate(backend, records, gen, modes=modes)
+    modes = ev["modes"]
+    rows = evaluate(backend, records, gen, modes=modes, style=ev["style"], scoring=ev["scoring"])
     ops = {r.id: (r.meta or {}).get("op") for r in records}
     out: dict[str, float] = {}
     by = collections.defaultdict(list)
@@ -145,7 +148,7 @@ def main() -> None:
                     if state.global_step in marks:
                         t = time.perf_counter() - t0
                         model.eval()
-                        res = evaluate_model(model, processor, held_records)
+                        res = evaluate_model(model, processor, held_records, params["evaluate"])
                         model.train()
                         evals[marks[state.global_step]] = (t, res)
 
@@ -156,7 +159,7 @@ def main() -> None:
                               report_to=[], run_name="bench", callbacks=callbacks)
             seconds = time.perf_counter() - t0
         print(f"train loss {stats.get('train_loss'):.3f}, {stats.get('global_step')} steps, {seconds:.0f} s")
-        evals[total] = (seconds, evaluate_model(model, processor, held_records))
+        evals[total] = (seconds, evaluate_model(model, processor, held_records, params["evaluate"]))
         for e, (s, res) in sorted(evals.items()):
             print_result(args.tag, e, s, res)
             pre = f"{args.tag}.e{e}"

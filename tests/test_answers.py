@@ -1,6 +1,14 @@
 import pytest
 
-from vlmcot.answers import Extraction, extract, extract_answer, extract_direct, extract_letter, split_response
+from vlmcot.answers import (
+    Extraction,
+    extract,
+    extract_answer,
+    extract_direct,
+    extract_letter,
+    infer_option,
+    split_response,
+)
 
 
 @pytest.mark.parametrize("text,answer", [
@@ -102,6 +110,23 @@ ANIMALS = ["Felis catus", "Lynx pardinus", "Panthera leo", "Canis lupus"]
 ])
 def test_extract_letter(pred, letter):
     assert extract_letter(pred, ANIMALS) == letter
+
+
+@pytest.mark.parametrize(
+    "pred, letter",
+    [
+        ("The answer is (B).", "B"),  # the only option letter, among the last tokens
+        ("B", "B"),
+        ("A or B", None),  # two option letters: no pick
+        ("B is wrong, so it must be something else entirely, not that one", None),  # too early
+        ("Cannot determine the answer", "Z"),  # a refusal
+        ("Z", "Z"),
+        ("the correct answer is **C** after all the steps above were checked twice", "C"),
+        ("E", None),  # not an option of four
+    ],
+)
+def test_infer_option_is_upstreams_can_infer_option(pred, letter):
+    assert infer_option(pred, "ABCD") == letter
 
 
 def test_extract_letter_text_match_needs_a_unique_option_and_a_short_answer():

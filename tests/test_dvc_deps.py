@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import import_from_module, write_files
+
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 STAGES_DIR = ROOT / "stages"
@@ -53,11 +55,7 @@ def _imported_names(path: Path, modname: str) -> list[str]:
             if isinstance(child, ast.Import):
                 out.extend(a.name for a in child.names)
             elif isinstance(child, ast.ImportFrom):
-                mod = child.module or ""
-                if child.level:
-                    pkg = modname.split(".") if path.name == "__init__.py" else modname.split(".")[:-1]
-                    pkg = pkg[: len(pkg) - (child.level - 1)]
-                    mod = ".".join([*pkg, *([child.module] if child.module else [])])
+                mod = import_from_module(child, modname, path)
                 out.append(mod)
                 out.extend(f"{mod}.{a.name}" for a in child.names)
             visit(child)
@@ -171,7 +169,6 @@ def test_closure_follows_every_import_form(tmp_path):
     """The walker itself: module- and function-level imports, `import vlmcot.x`, `from vlmcot import x`
     (a submodule), relative imports, packages as __init__.py; CLI subcommand bodies skipped."""
     pkg = tmp_path / "vlmcot"
-    (pkg / "sub").mkdir(parents=True)
     files = {
         "__init__.py": "",
         "a.py": "import vlmcot.b\ndef f():\n    from vlmcot import c\n",
@@ -183,8 +180,7 @@ def test_closure_follows_every_import_form(tmp_path):
         "cli.py": "import typer\napp = typer.Typer()\n@app.command()\ndef other():\n    import vlmcot.unused\n",
         "unused.py": "",
     }
-    for rel, text in files.items():
-        (pkg / rel).write_text(text)
+    write_files(pkg, files)
     got = {p.relative_to(pkg).as_posix() for p in import_closure([(pkg / "a.py", "vlmcot.a"), (pkg / "cli.py", "vlmcot.cli")], src=tmp_path)}
     assert got == {"__init__.py", "a.py", "b.py", "c.py", "sub/__init__.py", "sub/d.py", "e.py", "cli.py"}
 

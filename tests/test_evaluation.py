@@ -2,9 +2,12 @@
 
 import pytest
 
-from vlmcot.evaluation import evaluate, format_table, markdown_table, score_response, summarize
+from vlmcot.evaluation import MODES, evaluate, format_table, markdown_table, score_response, summarize
 from vlmcot.generation import GenerationConfig, GenOutput
 from vlmcot.records import VQARecord
+
+# evaluate() takes these from the evaluate stage's Config; the tests name the paper's setting
+PAPER = dict(modes=MODES, style="paper", scoring="project")
 
 
 def _recs():
@@ -45,7 +48,7 @@ def test_score_response_extracts_then_scores():
 
 def test_evaluate_and_summarize_keys():
     backend = ScriptedBackend(ANSWERS)
-    rows = evaluate(backend, _recs(), GenerationConfig(), style="paper")
+    rows = evaluate(backend, _recs(), GenerationConfig(), **PAPER)
     assert len(rows) == 6 and any("Answer with the option's letter" in p for p in backend.prompts)
     m = summarize(rows, "both")
     assert m["both.direct.synth_chart.relaxed_accuracy"] == 0.5
@@ -57,7 +60,7 @@ def test_evaluate_and_summarize_keys():
 
 
 def test_markdown_table_layout():
-    m = {**summarize(evaluate(ScriptedBackend(ANSWERS), _recs(), GenerationConfig()), "both"),
+    m = {**summarize(evaluate(ScriptedBackend(ANSWERS), _recs(), GenerationConfig(), **PAPER), "both"),
          "format.direct.synth_chart.relaxed_accuracy": 0.25, "format.direct.avg": 0.25}
     md = markdown_table(m, ["format", "both"]).splitlines()
     assert md[0] == "| model | prompt | synth_chart | synth_sci | avg |"
@@ -67,7 +70,7 @@ def test_markdown_table_layout():
 
 
 def test_rows_carry_op_and_lenient_score():
-    rows = {(r["id"], r["mode"]): r for r in evaluate(ScriptedBackend(ANSWERS), _recs(), GenerationConfig())}
+    rows = {(r["id"], r["mode"]): r for r in evaluate(ScriptedBackend(ANSWERS), _recs(), GenerationConfig(), **PAPER)}
     assert rows[("c1", "cot")]["op"] == "sum2" and rows[("s1", "cot")]["op"] is None  # no meta: null
     no_marker = rows[("c2", "cot")]  # "The max is 41." without ### Answer:
     assert (no_marker["score"], no_marker["lenient_score"]) == (0.0, 0.0)  # last line "The max is 41" != 41
@@ -80,7 +83,7 @@ def test_rows_carry_op_and_lenient_score():
 def test_summarize_with_bootstrap_adds_intervals_lenient_and_ops():
     from vlmcot.stats import BootstrapConfig
 
-    rows = evaluate(ScriptedBackend(ANSWERS), _recs(), GenerationConfig())
+    rows = evaluate(ScriptedBackend(ANSWERS), _recs(), GenerationConfig(), **PAPER)
     plain = summarize(rows, "both")
     m = summarize(rows, "both", BootstrapConfig(n_boot=200))
     assert {k: v for k, v in m.items() if k in plain} == plain  # the existing keys are unchanged

@@ -51,7 +51,7 @@ def _reply(question: str) -> dict:
 
 
 def test_scoring_vlmevalkit_keys_without_judge():
-    rows = evaluate(Backend(), _recs(), GenerationConfig(), modes=["direct"], scoring="vlmevalkit")
+    rows = evaluate(Backend(), _recs(), GenerationConfig(), modes=["direct"], style="paper", scoring="vlmevalkit")
     m = summarize(rows, "both")
     assert m["both.direct.docvqa.vlmevalkit_anls"] == 1.0
     assert m["both.direct.mathvista.vlmevalkit_mathvista"] == 0.5  # "fourteen" is not an int
@@ -65,7 +65,7 @@ def test_judge_extracts_only_where_rules_fail(monkeypatch):
     monkeypatch.setenv("VLMCOT_TEST_KEY", "sk-test-judge-0000")
     with FakeChatServer(reply_fn=_reply) as srv:
         judge = Judge(JudgeConfig(**fast_openai(srv.base_url, model="gpt-4o-mini", max_tokens=16)))
-        rows = evaluate(Backend(), _recs(), GenerationConfig(), modes=["direct"], scoring="vlmevalkit", judge=judge)
+        rows = evaluate(Backend(), _recs(), GenerationConfig(), modes=["direct"], style="paper", scoring="vlmevalkit", judge=judge)
         assert srv.total == 2  # mv1 and mm1 only
         sent = list(srv.by_question)
     by = {r["id"]: r for r in rows}
@@ -84,7 +84,7 @@ def test_judge_failure_keeps_rule_result(monkeypatch):
     monkeypatch.setenv("VLMCOT_TEST_KEY", "x")
     with FakeChatServer(reply_fn=_reply, faults=["500"] * 20) as srv:
         judge = Judge(JudgeConfig(**fast_openai(srv.base_url, max_retries=1)))
-        rows = evaluate(Backend(), _recs(), GenerationConfig(), modes=["direct"], scoring="vlmevalkit", judge=judge)
+        rows = evaluate(Backend(), _recs(), GenerationConfig(), modes=["direct"], style="paper", scoring="vlmevalkit", judge=judge)
     by = {r["id"]: r for r in rows}
     assert by["mv1"]["judge"] is None and by["mv1"]["score"] == 0.0
     assert judge.failures == 2

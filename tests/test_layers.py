@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import import_from_module, write_files
+
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 
@@ -60,11 +62,7 @@ def import_graph(src: Path = SRC, package: str = "vlmcot") -> dict[str, dict[str
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    pkg = mod.split(".") if path.name == "__init__.py" else mod.split(".")[:-1]
-                    pkg = pkg[: len(pkg) - (node.level - 1)]
-                    base = ".".join([*pkg, *([node.module] if node.module else [])])
+                base = import_from_module(node, mod, path)
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
             for t in targets:
                 while t and t not in files:  # `import a.b.c` where c is a name: the deepest module
@@ -173,7 +171,6 @@ def test_stage_modules_do_not_import_each_other():
 def test_the_checks_can_fail(tmp_path):
     """A cycle hidden in a function, an upward import and a relative import are all seen."""
     pkg = tmp_path / "vlmcot"
-    (pkg / "low").mkdir(parents=True)
     files = {
         "__init__.py": "",
         "low/__init__.py": "",
@@ -181,8 +178,7 @@ def test_the_checks_can_fail(tmp_path):
         "low/b.py": "from . import a\nimport vlmcot.high.thing\n",
         "high.py": "from vlmcot.low.a import f\n",
     }
-    for rel, text in files.items():
-        (pkg / rel).write_text(text)
+    write_files(pkg, files)
     graph = import_graph(tmp_path)
     assert graph["vlmcot.low.a"] == {"vlmcot.low.b": 2}
     assert graph["vlmcot.low.b"] == {"vlmcot.low.a": 1, "vlmcot.high": 2}

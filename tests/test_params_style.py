@@ -4,19 +4,17 @@ changed key alone (tools/dvc_style_params.py puts it there)."""
 from __future__ import annotations
 
 import difflib
-import importlib.util
 from pathlib import Path
 
 from dvc.utils.hydra import apply_overrides
+
+from tests.helpers import load_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("dvc_style_params", ROOT / "tools" / "dvc_style_params.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module(ROOT / "tools" / "dvc_style_params.py")
 
 
 def test_committed_params_are_a_fixed_point_of_dvcs_writer():

@@ -6,7 +6,6 @@ prints: ``[exp.dumpd() for exp in exps]``), so a change of DVC's layout fails he
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
 import subprocess
@@ -14,14 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_module
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("seed_spread", ROOT / "tools" / "seed_spread.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module(ROOT / "tools" / "seed_spread.py")
 
 
 def _git_runs(repo: Path, values: list[dict[str, float]]) -> list[str]:

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image
 
+from tests.helpers import mixed_records
 from tests.teacher.server import FakeChatServer
 from vlmcot.generation import GenerationConfig, GenRequest
-from vlmcot.io import read_json, write_jsonl
-from vlmcot.records import VQARecord
+from vlmcot.io import read_json
 from vlmcot.server_backend import ServerBackend, ServerConfig, request_body
 
 MODEL = "models/sft/both"
@@ -36,18 +35,7 @@ def student(body: dict, k: int) -> dict:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Path:
-    (tmp_path / "img").mkdir()
-    rows = []
-    for i in range(10):
-        Image.new("RGB", (16, 16), (25 * i, 80, 200)).save(tmp_path / f"img/{i}.png")
-        if i % 2:
-            rows.append(VQARecord(id=f"mc_{i}", image=f"img/{i}.png", question="Which color?", choices=["red", "blue"],
-                                  answer="B", dataset="synth_sci", qtype="multiple_choice", split="train",
-                                  metric="mc_accuracy"))
-        else:
-            rows.append(VQARecord(id=f"num_{i}", image=f"img/{i}.png", question="What is the sum?", answer="8",
-                                  dataset="synth_chart", qtype="numeric", split="train", metric="relaxed_accuracy"))
-    write_jsonl(tmp_path / "records.jsonl", rows, sort_key="id")
+    mixed_records(tmp_path, 10, 16, "records.jsonl")
     return tmp_path
 
 

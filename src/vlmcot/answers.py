@@ -121,7 +121,7 @@ _REFUSALS = (
     "I'm sorry, but without the image provided",
     "Cannot determine the answer",
 )
-# can_infer_option replaces these characters by spaces before splitting on whitespace.
+# infer_option (upstream's can_infer_option) replaces these characters by spaces before splitting on whitespace.
 _PUNCT_TABLE = str.maketrans({c: " " for c in ".()[],:;!*#{}"})
 # Added upstream 2026-06-17 (a67ace50). Upstream quirk kept: (?i) also matches a lower-case letter
 # and there is no word boundary, so "the answer is blue" reads as B (if B is an option).
@@ -132,7 +132,15 @@ _LEADING_LETTER_RE = re.compile(r"^[\s*]*\(?([A-Z])[.):]+\**(?:\s|$)")
 DEFAULT_LETTERS = "ABCDE"
 
 
-def _can_infer_option(pred: str, letters: Sequence[str]) -> str | None:
+def infer_option(pred: str, letters: Sequence[str]) -> str | None:
+    """The option letter ``pred`` names by VLMEvalKit's ``can_infer_option`` rule, 'Z' for a refusal,
+    None where that rule infers nothing. ``letters``: the options' letters, in order.
+
+    Upstream's rule exactly (vlmevalkit_scoring.can_infer_option uses it, and is checked against the
+    vendored upstream), so the project's :func:`extract_letter` and the VLMEvalKit scorer agree on it.
+    A letter counts when it is the only option letter among the tokens and stands among the last four;
+    otherwise an "answer is X" phrase decides.
+    """
     for r in _REFUSALS:
         if r in pred:
             return "Z"
@@ -167,7 +175,7 @@ def _can_infer_text(pred: str, choices: Sequence[str]) -> str | None:
 @lru_cache(maxsize=1 << 17)
 def _infer_option_cached(pred: str, letters: str) -> str | None:
     # Sampled answers repeat a lot across a question's candidates.
-    return _can_infer_option(pred, letters)
+    return infer_option(pred, letters)
 
 
 def extract_letter(pred: str | None, choices: Sequence[str] | None) -> str | None:

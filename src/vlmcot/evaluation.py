@@ -103,13 +103,17 @@ def evaluate(
     backend: GenerationBackend,
     records: list[VQARecord],
     gen: GenerationConfig,
-    modes: Iterable[str] = MODES,
-    style: str = "paper",
-    scoring: str = "project",
+    modes: Iterable[str],
+    style: str,
+    scoring: str,
     judge=None,
 ) -> list[dict]:
     """Generate and score every record under every mode; one prediction row per (record, mode).
-    ``judge`` (a vlmcot.judge.Judge) re-extracts the answers rule-based extraction missed."""
+
+    ``modes`` (of MODES), ``style`` (a vlmcot.prompts style) and ``scoring`` (of SCORINGS) have no
+    defaults here: the evaluate stage's Config (params.yaml ``evaluate:``) is where they are set.
+    ``judge`` (a vlmcot.judge.Judge), when given, re-extracts the answers rule-based extraction missed.
+    """
     rows: list[dict] = []
     for mode in modes:
         outputs = backend.generate(make_requests(records, mode, style), gen)

@@ -185,7 +185,7 @@ def _anls_norm(s: str) -> str:
     return " ".join(s.lower().split())
 
 
-def _levenshtein_within(a: str, b: str, k: int) -> int:
+def levenshtein_within(a: str, b: str, k: int) -> int:
     """Levenshtein distance of a and b if it is <= k, else k + 1.
 
     Common prefix/suffix are trimmed (they never change the distance, and short answers share a
@@ -241,7 +241,7 @@ def _anls_pair(gt: str, prediction: str) -> float:
     length = len(g) if len(g) > len(p) else len(p)
     # d / length <= 0.5  <=>  d <= length // 2; anything farther scores 0 anyway.
     k = length // 2
-    d = _levenshtein_within(g, p, k)
+    d = levenshtein_within(g, p, k)
     return 1.0 - d / length if d <= k else 0.0
 
 

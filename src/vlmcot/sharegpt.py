@@ -67,7 +67,7 @@ def _files(source: str | Path) -> list[tuple[Path, PurePosixPath]]:
     return [(p, PurePosixPath(p.relative_to(source).as_posix())) for p in files]
 
 
-def _rows(path: Path) -> Iterator[tuple[str, int, Any]]:
+def iter_rows(path: Path) -> Iterator[tuple[str, int, Any]]:
     """(label naming file and line, line or row number, row) for JSONL or parquet.
 
     A line that is not JSON yields a BadRow in place of the row, reported by the caller.
@@ -209,7 +209,7 @@ def iter_sft(source: str | Path, image_root: str | Path | None = None,
     report.source = report.source or f"sharegpt sft {source}"
     for path, rel in _files(source):
         dataset, kind = infer_sft_source(rel)
-        for where, _, row in _rows(path):
+        for where, _, row in iter_rows(path):
             report.rows += 1
             try:
                 rec = sft_record(row, dataset, kind, image_root)
@@ -300,7 +300,7 @@ def import_pairs(source: str | Path, image_root: str | Path | None = None,
     out: list[PairRecord] = []
     for path, rel in _files(source):
         dataset, split = infer_pair_source(rel)
-        for where, n, row in _rows(path):
+        for where, n, row in iter_rows(path):
             report.rows += 1
             try:
                 rec = pair_record(row, dataset, split, n, image_root)

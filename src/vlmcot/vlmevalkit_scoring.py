@@ -39,8 +39,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from vlmcot.answers import _can_infer_option
-from vlmcot.metrics import _levenshtein_within, get_metric, process_digit_article, process_punctuation
+from vlmcot.answers import infer_option
+from vlmcot.metrics import get_metric, levenshtein_within, process_digit_article, process_punctuation
 from vlmcot.records import LETTERS, VQARecord
 
 COMMIT = "e8e78f05f3080fe28154f2130321f17951c3be94"
@@ -81,7 +81,7 @@ def anls(prediction: str, answers: Sequence[str]) -> float:
             value = 0.0
         else:
             k = length // 2  # 1 - d/length >= 0.5  <=>  d <= length // 2; farther scores 0 anyway
-            d = _levenshtein_within(g, det, k)
+            d = levenshtein_within(g, det, k)
             value = float(d) / float(length) if d <= k else 1.0
         if best is None or value < best:
             best = value
@@ -100,7 +100,7 @@ def relaxed_accuracy(prediction: str, answers: Sequence[str]) -> float:
 def can_infer_option(pred: str, letters: Sequence[str]) -> str | None:
     if _API_FAIL in pred:
         return None
-    return _can_infer_option(pred, letters)  # upstream's rule, shared with the project's extract_letter
+    return infer_option(pred, letters)  # upstream's rule, shared with the project's extract_letter
 
 
 def can_infer_text(pred: str, choices: dict[str, str]) -> str | None:

@@ -3,6 +3,14 @@
 from datasets import Features, Image, Sequence, Value
 
 S = Value("string")
+# MathVista's hub schema (AI4Math/MathVista); the paper-profile e2e test builds its copy with it too
+VISTA_FEATS = Features({
+    "pid": S, "question": S, "image": S, "decoded_image": Image(), "choices": Sequence(S), "unit": S,
+    "precision": Value("float64"), "answer": S, "question_type": S, "answer_type": S,
+    "metadata": {"category": S, "context": S, "grade": S, "img_height": Value("int64"), "img_width": Value("int64"),
+                 "language": S, "skills": Sequence(S), "source": S, "split": S, "task": S},
+    "query": S,
+})
 
 
 def test_mathvision_mc_letters_and_free_form(hub):
@@ -31,12 +39,7 @@ def test_mathvision_mc_letters_and_free_form(hub):
 
 
 def test_mathvista_choice_text_becomes_letter_and_scoring_meta_kept(hub):
-    meta_t = {"category": S, "context": S, "grade": S, "img_height": Value("int64"),
-              "img_width": Value("int64"), "language": S, "skills": Sequence(S), "source": S, "split": S,
-              "task": S}
-    feats = Features({"pid": S, "question": S, "image": S, "decoded_image": Image(), "choices": Sequence(S),
-                      "unit": S, "precision": Value("float64"), "answer": S, "question_type": S,
-                      "answer_type": S, "metadata": meta_t, "query": S})
+    feats = VISTA_FEATS
     md = {"category": "math-targeted-vqa", "context": "geometry diagram", "grade": "high school",
           "img_height": 8, "img_width": 12, "language": "english", "skills": ["geometry reasoning"],
           "source": "Geometry3K", "split": "testmini", "task": "geometry problem solving"}

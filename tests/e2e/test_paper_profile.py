@@ -60,6 +60,7 @@ def _hub_fixtures(hub_dir: Path) -> None:
     from datasets import ClassLabel, Features, Image, Sequence, Value
 
     from tests.adapters.conftest import Hub
+    from tests.adapters.test_mathvqa import VISTA_FEATS
     from tests.adapters.test_mcq import AOK_FEATS, MMMU_FEATS
     from tests.adapters.test_vqa import DOC_FEATS
 
@@ -108,11 +109,6 @@ def _hub_fixtures(hub_dir: Path) -> None:
         {"questionId": f"d{i}", "question": f"What is the date {i}?", "question_types": ["handwritten"],
          "image": img(i, (24, 40)), "docId": i, "ucsf_document_id": f"u{i}", "ucsf_document_page_no": "1",
          "answers": [f"1{i} May"], "data_split": "val"} for i in range(4)]}}, DOC_FEATS)
-    meta_t = {"category": S, "context": S, "grade": S, "img_height": Value("int64"), "img_width": Value("int64"),
-              "language": S, "skills": Sequence(S), "source": S, "split": S, "task": S}
-    vista = Features({"pid": S, "question": S, "image": S, "decoded_image": Image(), "choices": Sequence(S),
-                      "unit": S, "precision": Value("float64"), "answer": S, "question_type": S,
-                      "answer_type": S, "metadata": meta_t, "query": S})
     md = {"category": "math-targeted-vqa", "context": "geometry diagram", "grade": "high school",
           "img_height": 24, "img_width": 40, "language": "english", "skills": ["geometry reasoning"],
           "source": "Geometry3K", "split": "testmini", "task": "geometry problem solving"}
@@ -120,7 +116,7 @@ def _hub_fixtures(hub_dir: Path) -> None:
         {"pid": str(i), "question": f"Find x {i}.", "image": f"images/{i}.jpg", "decoded_image": img(i),
          "choices": ["3", "4", "5", "6"], "unit": None, "precision": None, "answer": "5",
          "question_type": "multi_choice", "answer_type": "text", "metadata": md, "query": "Hint: pick a letter"}
-        for i in range(4)]}}, vista)
+        for i in range(4)]}}, VISTA_FEATS)
     mmmu = [{"id": f"validation_Physics_{i}", "question": f"What does <image 1> show {i}?",
              "options": "['light', 'sound', 'heat']", "explanation": "", "image_1": img(i),
              **{f"image_{k}": None for k in range(2, 8)}, "img_type": "['Diagrams']", "answer": "ABC"[i % 3],

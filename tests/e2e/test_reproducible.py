@@ -4,19 +4,17 @@ while another process keeps a core busy, write byte-identical safetensors (docs/
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_module
+
 
 def _micro():
-    spec = importlib.util.spec_from_file_location("micro_pipeline", Path(__file__).parent / "micro_pipeline.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module(Path(__file__).parent / "micro_pipeline.py")
 
 
 @pytest.mark.slow

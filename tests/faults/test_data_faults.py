@@ -2,7 +2,6 @@
 bombs, non-UTF-8 lines in every JSONL reader, file names and image paths that climb out, and params
 that pydantic's lax mode or PyYAML used to accept."""
 
-import io
 import json
 import os
 import struct
@@ -11,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image
 
+from tests.helpers import noise_png
 from tests.teacher.helpers import fast_openai, make_records, write_params, write_records
 from tests.teacher.server import FakeChatServer
 from vlmcot.images import ImagePolicy, ImageRejected, check_image, resolve_image
@@ -28,15 +27,6 @@ def ws(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VLMCOT_TEST_KEY", "sk-test-data-0123456789")
     return tmp_path
-
-
-def _noise_png(path: Path, size: int = 64) -> bytes:
-    img = Image.frombytes("RGB", (size, size), os.urandom(size * size * 3))  # incompressible
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buf.getvalue())
-    return buf.getvalue()
 
 
 def _truncate(path: Path, data: bytes) -> None:
@@ -62,9 +52,9 @@ def _row(rid, image, **kw):
 
 
 def test_a_truncated_png_is_named_and_skipped_by_the_prepare_check(ws):
-    data = _noise_png(ws / "img/t.png")
+    data = noise_png(ws / "img/t.png", 64)
     _truncate(ws / "img/t.png", data)
-    _noise_png(ws / "img/ok.png")
+    noise_png(ws / "img/ok.png", 64)
     good, errors = validate_vqa([_row("ok", "img/ok.png"), _row("cut", "img/t.png")], verify_images=True)
     assert [g.id for g in good] == ["ok"]
     assert errors[0].startswith("record cut: image img/t.png does not decode") and "truncated" in errors[0]
@@ -73,7 +63,7 @@ def test_a_truncated_png_is_named_and_skipped_by_the_prepare_check(ws):
 def test_filter_decodes_every_image_and_counts_a_truncated_one_as_bad(ws, tmp_path):
     rows = []
     for i in range(20):
-        _noise_png(ws / f"img/{i}.png")
+        noise_png(ws / f"img/{i}.png", 64)
         rows.append(_row(f"chart-{i}", f"img/{i}.png"))
     _truncate(ws / "img/7.png", (ws / "img/7.png").read_bytes())
     (ws / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -165,8 +155,8 @@ def test_an_output_name_that_is_a_symlink_out_of_the_folder_is_refused(tmp_path)
 
 def test_image_paths_are_confined_to_the_repo_and_roots(ws, tmp_path_factory):
     other = tmp_path_factory.mktemp("elsewhere")
-    _noise_png(other / "o.png")
-    _noise_png(ws / "in.png")
+    noise_png(other / "o.png", 64)
+    noise_png(ws / "in.png", 64)
     os.symlink(other / "o.png", ws / "link.png")
     cases = {"../" * 8 + str(other / "o.png").lstrip("/"): "image_outside", str(other / "o.png"): "image_outside",
              "link.png": "image_outside", "/dev/zero": "image_outside", "in.png": None}

@@ -4,13 +4,13 @@ from local paths, zip members and bytes (bounded, confined)."""
 
 import io
 import logging
-import os
 import zipfile
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from tests.helpers import noise_png
 from vlmcot.adapters.geoqa import _ImageStore
 from vlmcot.adapters.images import ImageError, image_bytes, save_bytes, save_image
 from vlmcot.images import ImagePolicy
@@ -21,15 +21,6 @@ from vlmcot.sharegpt import export_sft
 from vlmcot.stage import StageError
 from vlmcot.training.data import sft_rows
 from vlmcot.training.dpo import dpo_rows
-
-
-def _png(path: Path, size: int = 32) -> bytes:
-    img = Image.frombytes("RGB", (size, size), os.urandom(size * size * 3))  # incompressible
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buf.getvalue())
-    return buf.getvalue()
 
 
 def _truncate(path: Path) -> None:
@@ -49,7 +40,7 @@ def _release(tmp_path: Path, n: int) -> tuple[Path, Path]:
     image_root = tmp_path / "unpacked"
     rows = []
     for i in range(n):
-        _png(image_root / "chartqa" / f"{i}.png")
+        noise_png(image_root / "chartqa" / f"{i}.png", 32)
         for kind, answer in (("direct", "7"), ("cot", "The bar is 7.\n\n### Answer: 7")):
             rows.append(SFTRecord.model_validate({
                 "id": f"chartqa_{i}_{kind}", "image": f"chartqa/{i}.png", "dataset": "chartqa", "kind": kind,
@@ -91,7 +82,7 @@ def test_mix_fails_naming_the_record_when_too_many_images_are_bad(repo, tmp_path
 def test_mix_refuses_an_imported_image_that_links_out_of_the_image_root(repo, tmp_path, tracker):
     sft_dir, image_root = _release(tmp_path, 60)
     secret = tmp_path / "elsewhere" / "x.png"
-    _png(secret)
+    noise_png(secret, 32)
     (image_root / "chartqa" / "3.png").unlink()
     (image_root / "chartqa" / "3.png").symlink_to(secret)
     cfg = _cfg(tmp_path, sft_dir, image_root, max_bad_rate=0.05)
@@ -105,7 +96,7 @@ def test_mix_refuses_an_imported_image_that_links_out_of_the_image_root(repo, tm
 
 def test_sft_rows_skip_an_image_truncated_after_the_mix_naming_record_and_file(repo):
     for i in range(3):
-        _png(repo / "img" / f"{i}.png")
+        noise_png(repo / "img" / f"{i}.png", 32)
     _truncate(repo / "img" / "1.png")
     recs = [{"id": f"r{i}", "image": f"img/{i}.png",
              "conversations": [{"from": "human", "value": "<image>\nQ?"}, {"from": "gpt", "value": "A"}]}
@@ -116,8 +107,8 @@ def test_sft_rows_skip_an_image_truncated_after_the_mix_naming_record_and_file(r
 
 
 def test_dpo_rows_decode_imported_pair_images_once(repo):
-    _png(repo / "img" / "a.png")
-    _png(repo / "img" / "b.png")
+    noise_png(repo / "img" / "a.png", 32)
+    noise_png(repo / "img" / "b.png", 32)
     _truncate(repo / "img" / "b.png")
     pairs = [{"id": f"p{i}", "image": img, "prompt": "Q?", "chosen": "yes", "rejected": "no"}
              for i, img in enumerate(["img/a.png", "img/b.png", "img/b.png"])]
@@ -132,7 +123,7 @@ def test_dpo_rows_decode_imported_pair_images_once(repo):
 
 def test_adapter_refuses_a_symlink_out_of_the_source_folder(repo, tmp_path):
     src = tmp_path / "source"
-    _png(tmp_path / "outside" / "x.png")
+    noise_png(tmp_path / "outside" / "x.png", 32)
     src.mkdir()
     (src / "a.png").symlink_to(tmp_path / "outside" / "x.png")
     with pytest.raises(ImageError, match="outside the repo"):
@@ -142,7 +133,7 @@ def test_adapter_refuses_a_symlink_out_of_the_source_folder(repo, tmp_path):
 
 
 def test_adapter_does_not_read_a_file_over_max_bytes(repo):
-    data = _png(repo / "big.png", size=64)
+    data = noise_png(repo / "big.png", 64)
     small = ImagePolicy(max_bytes=len(data) - 1)
     with pytest.raises(ImageError, match="max_bytes"):
         save_image("big.png", repo / "out", policy=small)
@@ -164,7 +155,7 @@ def test_zip_member_over_max_bytes_is_not_inflated(repo):
     archive = repo / "images.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("geoqa_plus/1.png", b"\0" * 21_000_000)  # 21 MB of zeros: ~20 KB compressed
-        z.writestr("geoqa_plus/2.png", _png(repo / "two.png"))
+        z.writestr("geoqa_plus/2.png", noise_png(repo / "two.png", 32))
     store = _ImageStore(archive)
     with pytest.raises(ImageError, match="max_bytes"):
         store.read("geoqa_plus/1.png")
@@ -185,7 +176,7 @@ def test_an_image_damaged_during_training_is_one_error_naming_record_and_file(re
     collator = NamedImageErrors(DataCollatorForVisionLanguageModeling(
         processor=build_processor(tok, 32, 16), assistant_only_loss=True))
     for name in ("a", "b"):
-        _png(repo / f"{name}.png")
+        noise_png(repo / f"{name}.png", 32)
     conv = [{"from": "human", "value": "<image>\nWhat is 3+4?"}, {"from": "gpt", "value": "### Answer: 7"}]
     rows, errors = sft_rows([{"id": "rec-a", "image": "a.png", "conversations": conv},
                              {"id": "rec-b", "image": "b.png", "conversations": conv}])

@@ -49,8 +49,9 @@ def test_rerank_rewards_on_llava_next(models, monkeypatch):
     cfg = rerank.Config(policy="dpo", reference="sft", dtype="bfloat16", device="auto", batch_size=2)
     # the beta the dpo stage saved beside its model scales the reward
     (models / "dpo" / "vlmcot_config.json").write_text(json.dumps({"train": {"beta": 0.25}}))
-    rows = rerank.candidate_rewards(cfg, cands, {"q1": rec}, rerank.policy_beta(cfg.policy))
-    assert len(rows) == 2 and all(r["tokens"] > 0 and r["reward"] == r["reward"] for r in rows)
+    outs = rerank.candidate_logprobs(cfg, cands, {"q1": rec})
+    rows, unscorable = rerank.reward_rows(cands, outs["dpo"], outs["sft"], rerank.policy_beta(cfg.policy))
+    assert unscorable == [] and len(rows) == 2 and all(r["tokens"] > 0 and r["reward"] == r["reward"] for r in rows)
     assert all(r["reward"] == pytest.approx(0.25 * (r["logp_dpo"] - r["logp_sft"])) for r in rows)
 
 

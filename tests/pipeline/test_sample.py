@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image
 
-from vlmcot.io import read_json, read_jsonl, write_jsonl
-from vlmcot.records import Candidate, VQARecord
+from tests.helpers import mixed_records
+from vlmcot.io import read_json, read_jsonl
+from vlmcot.records import Candidate
 
 SMALL = dict(image_size=32, patch_size=16, vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=48,
              text_layers=1, text_heads=2, text_intermediate=96, max_position=256, vocab_size=300, seed=2)
@@ -24,18 +24,7 @@ SMALL = dict(image_size=32, patch_size=16, vision_hidden=32, vision_layers=1, vi
 def make_model_and_records(root: Path, n: int = 8) -> None:
     from vlmcot.models import TinyLlavaConfig, build_processor, build_tiny_llava, train_bpe_tokenizer
 
-    (root / "img").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(n):
-        Image.new("RGB", (32, 32), (30 * i % 255, 80, 200)).save(root / f"img/{i}.png")
-        if i % 2:
-            rows.append(VQARecord(id=f"mc_{i}", image=f"img/{i}.png", question="Which color?", choices=["red", "blue"],
-                                  answer="B", dataset="synth_sci", qtype="multiple_choice", split="train",
-                                  metric="mc_accuracy"))
-        else:
-            rows.append(VQARecord(id=f"num_{i}", image=f"img/{i}.png", question="What is the sum?", answer="8",
-                                  dataset="synth_chart", qtype="numeric", split="train", metric="relaxed_accuracy"))
-    write_jsonl(root / "train.jsonl", rows, sort_key="id")
+    mixed_records(root, n, 32, "train.jsonl")
     tok = train_bpe_tokenizer(["The sum is 8.\n\n### Answer: 8", "### Answer: B", "USER:\nASSISTANT:\n"] * 4,
                               vocab_size=300)
     build_tiny_llava(TinyLlavaConfig(**SMALL), tok).save_pretrained(root / "model")

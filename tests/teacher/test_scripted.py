@@ -9,10 +9,11 @@ import statistics
 import pytest
 from pydantic import ValidationError
 
+from tests.helpers import every_family
 from vlmcot.records import LETTERS
 from vlmcot.teacher.protocol import TeacherReply
 from vlmcot.teacher.scripted import ScriptedTeacher, ScriptedTeacherConfig
-from vlmcot.world import WorldConfig, generate
+from vlmcot.world import generate
 from vlmcot.world.common import clearly_different
 
 MARK = "### Answer:"
@@ -21,12 +22,7 @@ EXPR = re.compile(r"(\d+(?: [+\-×] \d+)+) = (\d+)")
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
-    cfg = WorldConfig(seed=3)
-    cfg.sign.enabled = True
-    for k in ("chart", "doc", "geo", "sci", "sign"):
-        getattr(cfg, k).n_train = 120
-        getattr(cfg, k).n_eval = 0
-    return generate(cfg, tmp_path_factory.mktemp("w"), progress=False)
+    return generate(every_family(120, 0, seed=3), tmp_path_factory.mktemp("w"), progress=False)
 
 
 def teach(records, **kw) -> list[TeacherReply]:

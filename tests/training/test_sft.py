@@ -44,6 +44,14 @@ def test_bf16_on_cpu_means_autocast_on_the_cpu():
     assert not sft_config(TrainConfig(), "/tmp/unused").use_cpu
 
 
+def _run_ok(script: str, tmp_path) -> None:
+    """Run ``script`` (SETUP + a test body that prints OK) in a fresh interpreter: bf16/autocast state and
+    monkeypatched trainer classes stay out of the test process."""
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "OK" in out.stdout
+
+
 @pytest.mark.slow
 def test_bf16_training_on_cpu_runs_under_autocast(tmp_path):
     script = SETUP + textwrap.dedent(
@@ -60,9 +68,7 @@ def test_bf16_training_on_cpu_runs_under_autocast(tmp_path):
         print("OK", stats["train_loss"])
         """
     )
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "OK" in out.stdout
+    _run_ok(script, tmp_path)
 
 
 @pytest.mark.slow
@@ -93,9 +99,7 @@ def test_vision_tower_gets_its_own_learning_rate(tmp_path):
         print("OK", len(seen))
         """
     )
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "OK" in out.stdout
+    _run_ok(script, tmp_path)
 
 
 @pytest.mark.slow

@@ -6,8 +6,9 @@ import itertools
 
 import pytest
 
+from tests.helpers import every_family
 from vlmcot.records import LETTERS
-from vlmcot.world import WorldConfig, generate, solve
+from vlmcot.world import generate, solve
 from vlmcot.world import doc as doc_mod
 from vlmcot.world import sci as sci_mod
 from vlmcot.world import sign as sign_mod
@@ -16,12 +17,7 @@ from vlmcot.world.common import levenshtein
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
-    cfg = WorldConfig(seed=7)
-    cfg.sign.enabled = True
-    for k in ("chart", "doc", "geo", "sci", "sign"):
-        getattr(cfg, k).n_train = 100
-        getattr(cfg, k).n_eval = 20
-    return generate(cfg, tmp_path_factory.mktemp("w"), progress=False)
+    return generate(every_family(100, 20, seed=7), tmp_path_factory.mktemp("w"), progress=False)
 
 
 def by(records, ds):

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from vlmcot.world.common import (
+    StepFamily,
     Trace,
     an,
     clearly_different,
@@ -24,6 +25,56 @@ def test_trace_without_slip_is_exact():
     assert t.running_sum([1, 2, 3, 4]) == 10
     assert [s.expr() for s in t.steps[:3]] == ["4 + 7 = 11", "2 × 11 = 22", "22 - 5 = 17"]
     assert not any(s.slipped for s in t.steps)
+
+
+def test_total_writes_one_addition_or_running_steps():
+    forms = set()
+    for seed in range(40):
+        t = Trace()
+        r, written = t.total([3, 4, 5, 6], random.Random(seed))
+        assert r == 18 and written == ", ".join(s.expr() for s in t.steps)
+        forms.add(len(t.steps))
+    assert forms == {1, 3}  # "3 + 4 + 5 + 6 = 18" or "3 + 4 = 7, 7 + 5 = 12, 12 + 6 = 18"
+    rng = random.Random(0)
+    before = rng.getstate()
+    assert Trace().total([2, 5], rng) == (7, "2 + 5 = 7")
+    assert rng.getstate() == before  # two terms: always one addition, the rng untouched
+
+
+def _sum_reason(seen, trace, rng):
+    """A minimal family's rationale: read the values, add them."""
+    total = trace.add(*seen["values"])
+    return [f"The values are {seen['values']}.", f"{trace.steps[-1].expr()}."], str(total)
+
+
+def _sum_misread(facts, rng, attempt):
+    seen = {**facts, "values": [facts["values"][0] + 3 + attempt, *facts["values"][1:]]}
+    return seen, {"target": 0}
+
+
+SUMS = StepFamily(_sum_reason, _sum_misread, "relaxed_accuracy", frozenset({"sum"}))
+
+
+def test_step_family_solves_and_names_its_error_kinds():
+    facts = {"op": "sum", "values": [3, 4]}
+    assert SUMS.solve(facts) == "7"
+    assert SUMS.error_kinds(facts) == ["misread", "slip"]
+    assert SUMS.error_kinds({"op": "read", "values": [3]}) == ["misread"]  # no arithmetic to slip on
+    faithful = SUMS.explain(facts, random.Random(0))
+    assert (faithful.answer, faithful.error) == ("7", None)
+
+
+def test_step_family_injects_errors_that_change_the_answer():
+    facts = {"op": "sum", "values": [3, 4]}
+    for seed in range(20):
+        e = SUMS.explain(facts, random.Random(seed), "slip")
+        assert e.error == "slip" and e.answer != "7" and e.detail["step"] == 0 and e.detail["true"] == 7
+        m = SUMS.explain(facts, random.Random(seed), "misread")
+        assert m.error == "misread" and clearly_different(m.answer, "7", "relaxed_accuracy")
+    with pytest.raises(ValueError, match="no arithmetic step"):
+        StepFamily(lambda s, t, r: ([], "x"), _sum_misread, "anls", frozenset()).explain(facts, random.Random(0), "slip")
+    with pytest.raises(ValueError, match="unknown error kind"):
+        SUMS.explain(facts, random.Random(0), "typo")
 
 
 def test_slip_is_carried_forward():

@@ -12,6 +12,8 @@ import pytest
 from vlmcot.config import ConfigError, parse_section
 from vlmcot.images import ImagePolicy
 from vlmcot.records import validate_vqa
+from tests.helpers import every_family
+from vlmcot.world import FAMILIES as FAMILY_MODULES
 from vlmcot.world import WorldConfig, generate
 
 FAMILIES = ("chart", "doc", "geo", "sci", "sign")
@@ -24,19 +26,10 @@ DATASETS = {
 }
 
 
-def small_cfg(n_train: int = 40, n_eval: int = 10, **kw) -> WorldConfig:
-    cfg = WorldConfig(**kw)
-    cfg.sign.enabled = True
-    for k in FAMILIES:
-        getattr(cfg, k).n_train = n_train
-        getattr(cfg, k).n_eval = n_eval
-    return cfg
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     out = tmp_path_factory.mktemp("world")
-    return out, generate(small_cfg(), out, progress=False)
+    return out, generate(every_family(40, 10), out, progress=False)
 
 
 def sha(path: str | Path) -> str:
@@ -77,6 +70,17 @@ def test_counts_ids_paths_and_fields(world):
             assert r.answers and len(r.answers) == 10
 
 
+def test_every_family_speaks_the_protocol(world):
+    # generate, the teacher and the layout redraw call these names on whichever family wrote the facts
+    names = ("DATASET", "METRIC", "QTYPE", "CALC_OPS", "make", "draw", "describe", "solve", "error_kinds", "explain")
+    for key, fam in FAMILY_MODULES.items():
+        assert [n for n in names if not hasattr(fam, n)] == [], key
+        assert fam.CALC_OPS <= set(getattr(WorldConfig(), key).OPS), key  # a misspelt op would never count
+    _, recs = world
+    for r in recs:
+        assert r.meta["calc"] == (r.facts["op"] in FAMILY_MODULES[r.facts["family"]].CALC_OPS)
+
+
 def test_images_are_png_of_configured_size(world, tmp_path):
     from PIL import Image
 
@@ -84,22 +88,22 @@ def test_images_are_png_of_configured_size(world, tmp_path):
     for r in recs[::17]:
         with Image.open(r.image) as im:
             assert im.format == "PNG" and im.size == (64, 64)
-    recs96 = generate(small_cfg(3, 0, image_size=96), tmp_path, progress=False)
+    recs96 = generate(every_family(3, 0, image_size=96), tmp_path, progress=False)
     with Image.open(recs96[0].image) as im:
         assert im.size == (96, 96)
 
 
 def test_relative_out_dir_gives_relative_image_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    recs = generate(small_cfg(2, 1), "data/prepared", progress=False)
+    recs = generate(every_family(2, 1), "data/prepared", progress=False)
     assert all(r.image.startswith("data/prepared/images/") for r in recs)
     assert all((tmp_path / r.image).is_file() for r in recs)
 
 
 def test_same_config_same_bytes_different_seed_differs(tmp_path):
-    a = generate(small_cfg(12, 4), tmp_path / "a", progress=False)
-    b = generate(small_cfg(12, 4), tmp_path / "b", progress=False)
-    c = generate(small_cfg(12, 4, seed=1), tmp_path / "c", progress=False)
+    a = generate(every_family(12, 4), tmp_path / "a", progress=False)
+    b = generate(every_family(12, 4), tmp_path / "b", progress=False)
+    c = generate(every_family(12, 4, seed=1), tmp_path / "c", progress=False)
     strip = lambda r: r.model_dump(exclude={"image"})  # noqa: E731
     assert [strip(r) for r in a] == [strip(r) for r in b]
     assert [sha(r.image) for r in a] == [sha(r.image) for r in b]
@@ -108,8 +112,8 @@ def test_same_config_same_bytes_different_seed_differs(tmp_path):
 
 
 def test_more_records_keep_the_first_ones(tmp_path):
-    few = generate(small_cfg(5, 2), tmp_path / "few", progress=False)
-    many = generate(small_cfg(9, 3), tmp_path / "many", progress=False)
+    few = generate(every_family(5, 2), tmp_path / "few", progress=False)
+    many = generate(every_family(9, 3), tmp_path / "many", progress=False)
     ids = {r.id: r for r in many}
     for r in few:
         assert r.model_dump(exclude={"image"}) == ids[r.id].model_dump(exclude={"image"})
@@ -140,15 +144,15 @@ def test_eval_images_are_redrawn_when_the_scene_space_is_tiny(tmp_path):
 
 
 def test_stale_images_are_removed(tmp_path):
-    generate(small_cfg(6, 2), tmp_path, progress=False)
-    recs = generate(small_cfg(3, 1), tmp_path, progress=False)
+    generate(every_family(6, 2), tmp_path, progress=False)
+    recs = generate(every_family(3, 1), tmp_path, progress=False)
     for ds in DATASETS.values():
         on_disk = sorted(p.name for p in (tmp_path / "images" / ds).glob("*.png"))
         assert on_disk == sorted(Path(r.image).name for r in recs if r.dataset == ds)
 
 
 def test_disabled_family_generates_nothing(tmp_path):
-    cfg = small_cfg(3, 1)
+    cfg = every_family(3, 1)
     cfg.sign.enabled = False
     recs = generate(cfg, tmp_path, progress=False)
     assert "synth_sign" not in {r.dataset for r in recs}
@@ -156,7 +160,7 @@ def test_disabled_family_generates_nothing(tmp_path):
 
 
 def test_question_mix_has_easy_and_hard_and_paraphrases(tmp_path):
-    cfg = small_cfg(100, 0)
+    cfg = every_family(100, 0)
     recs = generate(cfg, tmp_path, progress=False)
     for ds in ("synth_chart", "synth_doc", "synth_geo", "synth_sci"):
         rs = [r for r in recs if r.dataset == ds]
@@ -188,8 +192,8 @@ def _entities(facts: dict) -> set[str]:
 
 
 def test_difficulty_knobs_change_the_data(tmp_path):
-    base = small_cfg(40, 0)
-    hard = small_cfg(40, 0)
+    base = every_family(40, 0)
+    hard = every_family(40, 0)
     hard.chart = hard.chart.model_copy(update=dict(min_bars=6, max_bars=6, max_value=60))
     hard.doc = hard.doc.model_copy(update=dict(min_rows=5, max_rows=5, max_price=60))
     hard.geo = hard.geo.model_copy(update=dict(min_side=10, max_side=20))
@@ -218,7 +222,7 @@ def test_difficulty_knobs_change_the_data(tmp_path):
 
 
 def test_op_weights_select_the_questions(tmp_path):
-    cfg = small_cfg(30, 0)
+    cfg = every_family(30, 0)
     cfg.chart = cfg.chart.model_copy(update=dict(ops={"total": 1.0}))
     cfg.geo = cfg.geo.model_copy(update=dict(max_shapes=1))
     recs = generate(cfg, tmp_path, progress=False)
@@ -228,7 +232,7 @@ def test_op_weights_select_the_questions(tmp_path):
 
 
 def test_show_values_off_hides_the_numbers(tmp_path):
-    cfg = small_cfg(4, 0)
+    cfg = every_family(4, 0)
     on = generate(cfg, tmp_path / "on", progress=False)
     cfg.chart.show_values = False
     off = generate(cfg, tmp_path / "off", progress=False)

@@ -9,18 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlmcot.world import WorldConfig, generate
+from tests.helpers import every_family
+from vlmcot.world import generate
 from vlmcot.world.layout import COLOUR_CLASSES, draw_with_text, patch_targets
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    cfg = WorldConfig()
-    cfg.sign.enabled = True
-    for k in ("chart", "doc", "geo", "sci", "sign"):
-        getattr(cfg, k).n_train, getattr(cfg, k).n_eval = 6, 0
     out = tmp_path_factory.mktemp("world")
-    return out, generate(cfg, out, progress=False)
+    return out, generate(every_family(6, 0), out, progress=False)
 
 
 def test_redraw_is_the_generated_image_and_restores_imagedraw(world):

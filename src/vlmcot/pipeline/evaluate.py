@@ -173,7 +173,7 @@ def run(cfg: Config, tracker, item: str | None = None, shard: tuple[int, int] | 
 
     def score(recs):
         try:
-            return evaluate(backend, recs, cfg.generation, cfg.modes, cfg.style, cfg.scoring, judge)
+            return evaluate(backend, recs, cfg.generation, modes=cfg.modes, style=cfg.style, scoring=cfg.scoring, judge=judge)
         except FatalTeacherError as e:  # the judge's key, quota or model: every further call would fail
             from vlmcot.errors import StageError
 

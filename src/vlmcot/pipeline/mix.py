@@ -112,7 +112,7 @@ def general_rows(cfg: Config, report) -> list[SFTRecord]:
     import json
 
     from vlmcot.adapters.core import BadRow
-    from vlmcot.sharegpt import _rows, sft_record
+    from vlmcot.sharegpt import iter_rows, sft_record
 
     path = Path(cfg.general_source)
     if path.suffix == ".json":  # LLaVA-Instruct ships one JSON list
@@ -126,7 +126,7 @@ def general_rows(cfg: Config, report) -> list[SFTRecord]:
                              "(JSONL: one per line)")
         rows = ((f"{path}: item {n}", n, row) for n, row in enumerate(data))
     else:
-        rows = _rows(path)
+        rows = iter_rows(path)
     out: list[SFTRecord] = []
     for where, _, row in rows:
         report.rows += 1

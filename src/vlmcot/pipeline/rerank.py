@@ -3,7 +3,10 @@
     python stages/rerank.py          # same as: vlmcot rerank
 
 For every held-out candidate (``sample@eval``) the reward is r(y) = beta * sum over response tokens of
-log pi_dpo - log pi_sft (vlmcot.logprobs, teacher-forced, batched). beta is the one the policy was
+log pi_dpo - log pi_sft (vlmcot.voting.sequence_reward, the one definition; log-probs from vlmcot.logprobs,
+teacher-forced, batched). A candidate whose reward is not finite (an inf or nan log-prob) is named in
+the log, counted (``unscorable``) and left out; they count against ``max_bad_rate`` with the malformed
+rows. beta is the one the policy was
 trained with, read from the resolved config the dpo stage saved beside it (``<policy>/vlmcot_config.json``,
 ``train.beta``), never restated here. Then, per dataset, accuracy at
 N = 1, 2, 4, ... of self-consistency (majority vote), best-of-N, weighted voting and the oracle
@@ -80,7 +83,7 @@ class Config(StrictModel):
     dtype: Literal["float32", "bfloat16"] = "float32"
     # "auto": cuda when available, else cpu (or "cuda:1", "cpu")
     device: str = "auto"
-    # fail if more than this share of candidate rows is malformed
+    # fail if more than this share of candidate rows is malformed, answers no record or gets no finite reward
     max_bad_rate: float = Field(0.01, ge=0, le=1)
 
     @model_validator(mode="before")
@@ -114,8 +117,9 @@ def policy_beta(policy: str | Path) -> float:
     return float(beta)
 
 
-def candidate_rewards(cfg: Config, cands, records, beta: float) -> list[dict]:
-    """One row per scorable candidate: summed log-probs under DPO and SFT and the reward."""
+def candidate_logprobs(cfg: Config, cands, records) -> dict[str, list]:
+    """Each candidate's per-token log-probs (vlmcot.logprobs.ResponseLogprobs) under the policy ("dpo")
+    and the reference ("sft"), in candidate order."""
     from vlmcot.logprobs import ScoreRequest, response_logprobs
     from vlmcot.models import load_model_and_processor
     from vlmcot.models.loading import free_device_memory
@@ -123,21 +127,44 @@ def candidate_rewards(cfg: Config, cands, records, beta: float) -> list[dict]:
 
     prompts = {qid: build_prompt(rec, "cot", cfg.prompt_style) for qid, rec in records.items()}
     reqs = [ScoreRequest(f"{c.id}#{c.sample}", records[c.id].image, prompts[c.id], c.text) for c in cands]
-    totals = {}
+    outs = {}
     for name, path in (("dpo", cfg.policy), ("sft", cfg.reference)):
         # one model at a time on the device (two 8B models need not fit together)
         model, processor = load_model_and_processor(path, dtype=cfg.dtype, device=cfg.device)
-        outs = response_logprobs(model, processor, reqs, batch_size=cfg.batch_size, root=cfg.root,
-                                 include_eos=cfg.include_eos, progress=True)
-        totals[name] = [(o.total, len(o.token_ids)) for o in outs]
+        outs[name] = response_logprobs(model, processor, reqs, batch_size=cfg.batch_size, root=cfg.root,
+                                       include_eos=cfg.include_eos, progress=True)
         del model
         free_device_memory()
-    rows = []
-    for c, (lp_dpo, n), (lp_sft, _) in zip(cands, totals["dpo"], totals["sft"], strict=True):
+    return outs
+
+
+def reward_rows(cands, dpo_outs, sft_outs, beta: float) -> tuple[list[dict], list[str]]:
+    """One row per candidate with a finite reward (vlmcot.voting.sequence_reward): summed log-probs under
+    DPO and SFT, the reward, the token count; and one line per candidate left out, naming it and why.
+
+    A non-finite log-prob (or the two models scoring a different number of tokens) makes that candidate's
+    reward meaningless, not the run's: it is skipped here and counted against max_bad_rate by the caller.
+    """
+    from vlmcot.voting import sequence_reward
+
+    rows, unscorable = [], []
+    for c, d, s in zip(cands, dpo_outs, sft_outs, strict=True):
+        try:
+            reward = sequence_reward(d.logprobs, s.logprobs, beta)
+        except ValueError as e:
+            unscorable.append(f"{c.id}#{c.sample}: {e} (logp_dpo {d.total}, logp_sft {s.total})")
+            continue
         rows.append({"id": c.id, "sample": c.sample, "dataset": c.dataset, "extracted": c.extracted,
-                     "correct": c.correct, "logp_dpo": lp_dpo, "logp_sft": lp_sft,
-                     "reward": beta * (lp_dpo - lp_sft), "tokens": n})
-    return rows
+                     "correct": c.correct, "logp_dpo": d.total, "logp_sft": s.total,
+                     "reward": reward, "tokens": len(d.token_ids)})
+    return rows, unscorable
+
+
+def check_bad_rate(cfg: Config, bad: list[str], n_rows: int) -> None:
+    """StageError when more than max_bad_rate of the ``n_rows`` candidate rows are unusable, naming the first."""
+    if len(bad) > cfg.max_bad_rate * max(1, n_rows):
+        raise StageError(f"{cfg.candidates}: {len(bad)} of {n_rows} candidate rows unusable (> rerank.max_bad_rate="
+                         f"{cfg.max_bad_rate}; malformed, no record or no finite reward); first: {bad[0]}")
 
 
 def questions_by_dataset(cfg: Config, rows: list[dict], records) -> dict[str, list]:
@@ -244,22 +271,29 @@ def run(cfg: Config, tracker) -> None:
     missing = [c for c in cands if c.id not in recs]
     if missing:
         log.warning("%d candidates answer no known record (first: %s); skipped", len(missing), missing[0].id)
-    bad = len(errors) + len(missing)
-    if bad > cfg.max_bad_rate * max(1, len(cands) + len(errors)):
-        raise StageError(f"{cfg.candidates}: {bad} unusable candidate rows (first: {(errors or [missing[0].id])[0]})")
+    n_rows = len(cands) + len(errors)
+    bad = [*errors, *(f"{c.id}#{c.sample}: answers no record in {cfg.records}" for c in missing)]
+    check_bad_rate(cfg, bad, n_rows)  # before the models load: a broken file fails in seconds
     cands = [c for c in cands if c.id in recs]
     if not cands:
         raise StageError(f"{cfg.candidates}: no candidates to rerank")
     beta = policy_beta(cfg.policy)
     log.info("reward beta %g (from %s)", beta, Path(cfg.policy) / POLICY_CONFIG)
     tracker.log_metrics({"beta": beta})
-    rows = candidate_rewards(cfg, cands, recs, beta)
+    outs = candidate_logprobs(cfg, cands, recs)
+    rows, unscorable = reward_rows(cands, outs["dpo"], outs["sft"], beta)
+    for line in unscorable[:20]:
+        log.warning("skipped (no finite reward) %s", line)
+    check_bad_rate(cfg, bad + unscorable, n_rows)
+    if not rows:
+        raise StageError(f"{cfg.candidates}: no candidate got a finite reward (first: {unscorable[0]})")
     write_jsonl(cfg.rewards, rows)
     curves = curves_by_dataset(cfg, rows, recs)
     write_jsonl(cfg.per_question, per_question_rows(cfg, rows, recs))
     for path in write_curves(cfg.plots_dir, curves):
         tracker.log_artifact(path, "plots")
     metrics = flat_metrics(curves)
+    metrics["unscorable"] = len(unscorable)  # candidates left out for a non-finite reward
     # how well the reward alone separates correct from wrong candidates (mean reward gap)
     for ds in sorted({r["dataset"] for r in rows}):
         good = [r["reward"] for r in rows if r["dataset"] == ds and r["correct"]]

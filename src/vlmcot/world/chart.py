@@ -16,13 +16,12 @@ from pydantic import Field, model_validator
 
 from vlmcot.world.common import (
     COLORS,
-    Explanation,
     FamilyConfig,
     Sample,
+    StepFamily,
     Trace,
     cap,
     conclude,
-    explain_loop,
     fmt_list,
     font,
     font_px,
@@ -58,7 +57,8 @@ LABELS = (
     "cod",
 )
 BAR_COLORS = ("blue", "red", "green", "orange", "purple", "teal")
-CALC_OPS = {"diff", "sum2", "total", "range"}
+# questions that need arithmetic: their records count as calc, and only they can take a slip
+CALC_OPS = frozenset({"diff", "sum2", "total", "range"})
 
 
 class ChartConfig(FamilyConfig):
@@ -108,7 +108,7 @@ def _values_ok(op: str, values: list[int]) -> bool:
     return True
 
 
-def make(rng: random.Random, cfg: ChartConfig, size: int) -> Sample:
+def make(rng: random.Random, cfg: ChartConfig) -> Sample:
     op = weighted(rng, cfg.ops)
     n = rng.randint(cfg.min_bars, cfg.max_bars)
     labels = rng.sample(LABELS, n)
@@ -217,15 +217,7 @@ def make(rng: random.Random, cfg: ChartConfig, size: int) -> Sample:
         "max_value": cfg.max_value,
         "show_values": cfg.show_values,
     }
-    answer = _reason(facts, Trace(), random.Random(0))[1]
-    return Sample(
-        image=draw(facts, size),
-        question=question,
-        answer=answer,
-        facts=facts,
-        description=describe(facts),
-        calc=op in CALC_OPS,
-    )
+    return Sample(question=question, answer=solve(facts), facts=facts)
 
 
 def draw(facts: dict, size: int) -> Image.Image:
@@ -393,13 +385,7 @@ def _reason(seen: dict, trace: Trace, rng: random.Random) -> tuple[list[str], st
             out.append(f"No bar is above {t}.")
         ans = len(above)
     elif op == "total":
-        xs = [vals[lab] for lab in labels]
-        if n > 2 and rng.random() < 0.6:
-            r = trace.running_sum(xs)
-            e = ", ".join(s.expr() for s in trace.steps[-(n - 1) :])
-        else:
-            r = trace.add(*xs)
-            e = trace.steps[-1].expr()
+        r, e = trace.total([vals[lab] for lab in labels], rng)
         out.append(
             pick(rng, (f"Adding all the values: {e}.", f"The total is {e}.", f"Summing the bars: {e}."))
         )
@@ -428,14 +414,6 @@ def _reason(seen: dict, trace: Trace, rng: random.Random) -> tuple[list[str], st
     return out, ans_s
 
 
-def solve(facts: dict) -> str:
-    return _reason(facts, Trace(), random.Random(0))[1]
-
-
-def error_kinds(facts: dict) -> list[str]:
-    return ["misread", "slip"] if facts["op"] in CALC_OPS else ["misread"]
-
-
 def _misread(facts: dict, rng: random.Random, attempt: int) -> tuple[dict, dict]:
     op = facts["op"]
     relevant = facts["asked"] if op in ("lookup", "diff", "sum2") else facts["labels"]
@@ -452,5 +430,6 @@ def _misread(facts: dict, rng: random.Random, attempt: int) -> tuple[dict, dict]
     return seen, {"target": target, "true": v, "read": r}
 
 
-def explain(facts: dict, rng: random.Random, error: str | None = None) -> Explanation:
-    return explain_loop(facts, rng, error, solve(facts), _reason, _misread, METRIC)
+# solve, error_kinds and explain: the protocol chart shares with doc and geo (vlmcot.world.common)
+_family = StepFamily(_reason, _misread, METRIC, CALC_OPS)
+solve, error_kinds, explain = _family.solve, _family.error_kinds, _family.explain

@@ -2,10 +2,13 @@
 drawing helpers, and the arithmetic/perception machinery the scripted teacher uses to write (and, on
 purpose, get wrong) step-by-step rationales.
 
-Every family module (chart, doc, geo, sci, sign) exposes the same five names:
-``DATASET``, ``METRIC``, ``QTYPE``, ``make(rng, cfg, size) -> Sample``, ``error_kinds(facts)`` and
-``explain(facts, rng, error) -> Explanation``. Facts are plain JSON (they travel in JSONL records, where
-dict keys get sorted), so anything whose order matters is stored as a list.
+Every family module (chart, doc, geo, sci, sign) exposes the same names: ``DATASET``, ``METRIC``,
+``QTYPE``, ``CALC_OPS`` (the ops whose questions need arithmetic), ``make(rng, cfg) -> Sample`` (the
+question and its facts), ``draw(facts, size)`` and ``describe(facts)`` (the image and its description,
+both functions of the facts alone), ``solve(facts)``, ``error_kinds(facts)`` and
+``explain(facts, rng, error) -> Explanation``. chart, doc and geo, whose rationales read values and then
+calculate, take the last three from one :class:`StepFamily`. Facts are plain JSON (they travel in JSONL
+records, where dict keys get sorted), so anything whose order matters is stored as a list.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import hashlib
 import io
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -59,16 +63,14 @@ class FamilyConfig(StrictModel):
 
 @dataclass
 class Sample:
-    """One generated question about one freshly drawn image."""
+    """One generated question. Its image and description are the family's ``draw(facts, size)`` and
+    ``describe(facts)``: vlmcot.world.generate renders them, once for every family."""
 
-    image: Image.Image
     question: str
     answer: str
     facts: dict[str, Any]  # ground truth a rationale needs; facts["family"] names the module
-    description: str  # complete plain-English description of the image
     choices: list[str] | None = None  # multiple choice option texts, in letter order
     answers: list[str] | None = None  # annotator answers (VQA accuracy datasets)
-    calc: bool = False  # the question needs arithmetic (CoT should help most here)
 
 
 @dataclass
@@ -309,6 +311,16 @@ class Trace:
             s = self.add(s, x)
         return s
 
+    def total(self, xs: list[int], rng: random.Random) -> tuple[int, str]:
+        """The sum of ``xs`` and how a rationale writes it: step by step (as :meth:`running_sum`) for
+        most lists of three or more, otherwise as one addition."""
+        n = len(xs)
+        if n > 2 and rng.random() < 0.6:
+            r = self.running_sum(xs)
+            return r, ", ".join(s.expr() for s in self.steps[-(n - 1) :])
+        r = self.add(*xs)
+        return r, self.steps[-1].expr()
+
 
 def slip(rng: random.Random, op: str, operands: list[int], true: int) -> int:
     """A plausible wrong result: off by one or two, a forgotten carry or borrow, a neighbouring
@@ -334,43 +346,65 @@ def fmt_list(rng: random.Random, pairs: list[tuple[str, int | str]], style: int 
 
 
 # ----------------------------------------------------------------------------------------------------
-# the shared shape of every family's explain()
+# the protocol of the families that read values, then calculate (chart, doc, geo)
 
 
-def explain_loop(
-    facts, rng, error, truth, reason, misread, metric: str | None = None, max_tries: int = 80
-) -> Explanation:
-    """Write a rationale with ``reason(seen_facts, trace, rng) -> (sentences, answer)``.
+@dataclass(frozen=True)
+class StepFamily:
+    """``solve``, ``error_kinds`` and ``explain`` of a family whose rationale is written by
+    ``reason(seen_facts, trace, rng) -> (sentences, answer)``: what it reads, then arithmetic steps.
+    Such a family binds them once, at its end: ``solve, error_kinds, explain = ...`` of its StepFamily.
 
-    ``error`` None: faithful. "misread": ``misread(facts, rng, attempt) -> (seen_facts, detail)``
-    perturbs what the teacher *reads*; the whole rationale (description included) then follows the
-    wrong reading. "slip": one arithmetic step gets a wrong result that later steps carry forward.
-    Retries until the final answer is clearly wrong (scores 0 under the dataset's ``metric``), so an
-    injected error is always a real error; raises ValueError when the kind cannot change this answer.
+    ``misread(facts, rng, attempt) -> (seen_facts, detail)`` perturbs what the teacher *reads*;
+    ``metric`` is the dataset's (an injected error must score 0 under it); ``calc_ops`` are the ops
+    with arithmetic, the only ones a slip can hit.
     """
-    if error is None:
-        sentences, ans = reason(facts, Trace(), rng)
-        return Explanation(" ".join(sentences), ans)
-    for attempt in range(max_tries):
-        detail: dict[str, Any] = {}
-        if error == "misread":
-            seen, detail = misread(facts, rng, attempt)
-            trace = Trace()
-        elif error == "slip":
-            dry = Trace()
-            reason(facts, dry, random.Random(0))
-            if not dry.steps:
-                raise ValueError("no arithmetic step to slip on")
-            # half the slips hit the final step: it decides the answer outright
-            n = len(dry.steps)
-            k = n - 1 if rng.random() < 0.5 else rng.randrange(n)
-            seen, trace = facts, Trace(rng, slip_at=k)
-        else:
-            raise ValueError(f"unknown error kind {error!r}")
-        sentences, ans = reason(seen, trace, rng)
-        if clearly_different(ans, truth, metric):
-            if error == "slip":
-                s = trace.steps[trace.slip_at]
-                detail = {"step": trace.slip_at, "true": s.true, "written": s.result}
-            return Explanation(" ".join(sentences), ans, error, detail)
-    raise ValueError(f"could not inject a {error!r} error that changes the answer")
+
+    reason: Callable[[dict, Trace, random.Random], tuple[list[str], str]]
+    misread: Callable[[dict, random.Random, int], tuple[dict, dict]]
+    metric: str
+    calc_ops: frozenset[str]
+    max_tries: int = 80  # explain() attempts at an error that changes the answer
+
+    def solve(self, facts: dict) -> str:
+        """The answer a faithful rationale reaches (wording draws from the rng, the answer does not)."""
+        return self.reason(facts, Trace(), random.Random(0))[1]
+
+    def error_kinds(self, facts: dict) -> list[str]:
+        return ["misread", "slip"] if facts["op"] in self.calc_ops else ["misread"]
+
+    def explain(self, facts: dict, rng: random.Random, error: str | None = None) -> Explanation:
+        """A rationale for ``facts``.
+
+        ``error`` None: faithful. "misread": the whole rationale (description included) follows the
+        wrong reading. "slip": one arithmetic step gets a wrong result that later steps carry forward.
+        Retries until the final answer is clearly wrong (scores 0 under ``metric``), so an injected
+        error is always a real error; raises ValueError when the kind cannot change this answer.
+        """
+        if error is None:
+            sentences, ans = self.reason(facts, Trace(), rng)
+            return Explanation(" ".join(sentences), ans)
+        truth = self.solve(facts)
+        for attempt in range(self.max_tries):
+            detail: dict[str, Any] = {}
+            if error == "misread":
+                seen, detail = self.misread(facts, rng, attempt)
+                trace = Trace()
+            elif error == "slip":
+                dry = Trace()
+                self.reason(facts, dry, random.Random(0))
+                if not dry.steps:
+                    raise ValueError("no arithmetic step to slip on")
+                # half the slips hit the final step: it decides the answer outright
+                n = len(dry.steps)
+                k = n - 1 if rng.random() < 0.5 else rng.randrange(n)
+                seen, trace = facts, Trace(rng, slip_at=k)
+            else:
+                raise ValueError(f"unknown error kind {error!r}")
+            sentences, ans = self.reason(seen, trace, rng)
+            if clearly_different(ans, truth, self.metric):
+                if error == "slip":
+                    s = trace.steps[trace.slip_at]
+                    detail = {"step": trace.slip_at, "true": s.true, "written": s.result}
+                return Explanation(" ".join(sentences), ans, error, detail)
+        raise ValueError(f"could not inject a {error!r} error that changes the answer")

@@ -16,15 +16,14 @@ from PIL import Image, ImageDraw
 from pydantic import Field, model_validator
 
 from vlmcot.world.common import (
-    Explanation,
     FamilyConfig,
     Sample,
+    StepFamily,
     Trace,
     an,
     cap,
     clearly_different,
     conclude,
-    explain_loop,
     fmt_list,
     font,
     font_px,
@@ -86,7 +85,8 @@ FIELD_VALUES = {
 PAPER = {"white": (255, 255, 255), "cream": (250, 246, 228), "grey": (236, 236, 236)}
 RECEIPT_OPS = ("price", "item_at", "more", "cheapest", "priciest", "store", "count", "sum2", "diff", "total")
 FORM_OPS = ("field", "age_plus")
-CALC_OPS = {"sum2", "diff", "total", "age_plus"}
+# questions that need arithmetic: their records count as calc, and only they can take a slip
+CALC_OPS = frozenset({"sum2", "diff", "total", "age_plus"})
 
 
 class DocConfig(FamilyConfig):
@@ -205,7 +205,7 @@ _QF = {
 }
 
 
-def make(rng: random.Random, cfg: DocConfig, size: int) -> Sample:
+def make(rng: random.Random, cfg: DocConfig) -> Sample:
     op = weighted(rng, cfg.ops)
     paper = rng.choice(sorted(PAPER))
     facts: dict[str, Any] = {"family": "doc", "op": op, "paper": paper, "asked": [], "k": None}
@@ -240,15 +240,7 @@ def make(rng: random.Random, cfg: DocConfig, size: int) -> Sample:
             if op == "item_at":
                 facts["asked_price"] = prices[a]
         question = pick(rng, _Q[op]).format(a=a, b=b, p=prices[a])
-    answer = _reason(facts, Trace(), random.Random(0))[1]
-    return Sample(
-        image=draw(facts, size),
-        question=question,
-        answer=answer,
-        facts=facts,
-        description=describe(facts),
-        calc=op in CALC_OPS,
-    )
+    return Sample(question=question, answer=solve(facts), facts=facts)
 
 
 def draw(facts: dict, size: int) -> Image.Image:
@@ -453,25 +445,11 @@ def _reason(seen: dict, trace: Trace, rng: random.Random) -> tuple[list[str], st
             )
         ans = str(r)
     else:  # total
-        xs = [prices[i] for i in items]
-        if n > 2 and rng.random() < 0.6:
-            r = trace.running_sum(xs)
-            e = ", ".join(s.expr() for s in trace.steps[-(n - 1) :])
-        else:
-            r = trace.add(*xs)
-            e = trace.steps[-1].expr()
+        r, e = trace.total([prices[i] for i in items], rng)
         out.append(pick(rng, (f"Adding all the prices: {e}.", f"The total is {e}.")))
         ans = str(r)
     out.append(conclude(rng, ans))
     return out, ans
-
-
-def solve(facts: dict) -> str:
-    return _reason(facts, Trace(), random.Random(0))[1]
-
-
-def error_kinds(facts: dict) -> list[str]:
-    return ["misread", "slip"] if facts["op"] in CALC_OPS else ["misread"]
 
 
 def _misread(facts: dict, rng: random.Random, attempt: int) -> tuple[dict, dict]:
@@ -515,5 +493,6 @@ def _misread(facts: dict, rng: random.Random, attempt: int) -> tuple[dict, dict]
     return seen, {"target": it, "true": facts["prices"][it], "read": r}
 
 
-def explain(facts: dict, rng: random.Random, error: str | None = None) -> Explanation:
-    return explain_loop(facts, rng, error, solve(facts), _reason, _misread, METRIC)
+# solve, error_kinds and explain: the protocol doc shares with chart and geo (vlmcot.world.common)
+_family = StepFamily(_reason, _misread, METRIC, CALC_OPS)
+solve, error_kinds, explain = _family.solve, _family.error_kinds, _family.explain

@@ -89,8 +89,8 @@ def generate(cfg: WorldConfig, out_dir: str | Path, progress: bool | None = None
             for i in range(n):
                 rid = f"{fam.DATASET}-{split}-{i:06d}"
                 for attempt in range(1000):
-                    s = fam.make(_record_rng(cfg.seed, fam.DATASET, split, i, attempt), fcfg, cfg.image_size)
-                    data = png_bytes(s.image)
+                    s = fam.make(_record_rng(cfg.seed, fam.DATASET, split, i, attempt), fcfg)
+                    data = png_bytes(fam.draw(s.facts, cfg.image_size))
                     h = digest(data)
                     if split == "train" or h not in train_digests:
                         break
@@ -104,9 +104,9 @@ def generate(cfg: WorldConfig, out_dir: str | Path, progress: bool | None = None
                 write_bytes(path, data)
                 written.add(path.name)
                 meta: dict[str, Any] = {
-                    "description": s.description,
+                    "description": fam.describe(s.facts),
                     "op": s.facts["op"],
-                    "calc": s.calc,
+                    "calc": s.facts["op"] in fam.CALC_OPS,
                     "family": key,
                 }
                 records.append(

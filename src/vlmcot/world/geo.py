@@ -19,14 +19,13 @@ from pydantic import Field, model_validator
 
 from vlmcot.world.common import (
     COLORS,
-    Explanation,
     FamilyConfig,
     Sample,
+    StepFamily,
     Trace,
     an,
     cap,
     conclude,
-    explain_loop,
     font,
     font_px,
     join,
@@ -44,7 +43,8 @@ SHAPE_COLORS = ("red", "blue", "green", "purple", "orange", "brown")
 KINDS = ("rectangle", "square", "triangle")
 AREAL = ("rectangle", "square")
 TWO_SHAPE_OPS = {"sum_area", "diff_area", "sum_perimeter"}
-CALC_OPS = {"perimeter", "area", "sum_area", "diff_area", "sum_perimeter"}
+# questions that need arithmetic: their records count as calc, and only they can take a slip
+CALC_OPS = frozenset({"perimeter", "area", "sum_area", "diff_area", "sum_perimeter"})
 
 
 class GeoConfig(FamilyConfig):
@@ -151,7 +151,7 @@ _Q = {
 }
 
 
-def make(rng: random.Random, cfg: GeoConfig, size: int) -> Sample:
+def make(rng: random.Random, cfg: GeoConfig) -> Sample:
     ops = dict(cfg.ops)
     if cfg.max_shapes == 1:
         ops = {k: w for k, w in ops.items() if k not in TWO_SHAPE_OPS}
@@ -201,15 +201,7 @@ def make(rng: random.Random, cfg: GeoConfig, size: int) -> Sample:
         question = pick(rng, _Q_SIDE[facts["which"]])
     else:
         question = pick(rng, _Q[op]).format(k=k, k2=k2)
-    answer = _reason(facts, Trace(), random.Random(0))[1]
-    return Sample(
-        image=draw(facts, size),
-        question=question,
-        answer=answer,
-        facts=facts,
-        description=describe(facts),
-        calc=op in CALC_OPS,
-    )
+    return Sample(question=question, answer=solve(facts), facts=facts)
 
 
 def draw(facts: dict, size: int) -> Image.Image:
@@ -506,14 +498,6 @@ def _reason(seen: dict, trace: Trace, rng: random.Random) -> tuple[list[str], st
     return out, str(ans)
 
 
-def solve(facts: dict) -> str:
-    return _reason(facts, Trace(), random.Random(0))[1]
-
-
-def error_kinds(facts: dict) -> list[str]:
-    return ["misread", "slip"] if facts["op"] in CALC_OPS else ["misread"]
-
-
 def _misread(facts: dict, rng: random.Random, attempt: int) -> tuple[dict, dict]:
     """A side label read wrong (a look-alike digit or off by one); the rest follows from it."""
     seen = copy.deepcopy(facts)
@@ -525,5 +509,6 @@ def _misread(facts: dict, rng: random.Random, attempt: int) -> tuple[dict, dict]
     return seen, {"target": f"{facts['shapes'][i]['kind']}.side{j}", "true": v, "read": r}
 
 
-def explain(facts: dict, rng: random.Random, error: str | None = None) -> Explanation:
-    return explain_loop(facts, rng, error, solve(facts), _reason, _misread, METRIC)
+# solve, error_kinds and explain: the protocol geo shares with chart and doc (vlmcot.world.common)
+_family = StepFamily(_reason, _misread, METRIC, CALC_OPS)
+solve, error_kinds, explain = _family.solve, _family.error_kinds, _family.explain

@@ -34,6 +34,8 @@ from vlmcot.world.common import (
 DATASET = "synth_sci"
 METRIC = "mc_accuracy"
 QTYPE = "multiple_choice"
+# questions that need arithmetic (a population change followed along the chain): their records count as calc
+CALC_OPS = frozenset({"increase", "decrease"})
 
 # Trophic levels per habitat: a chain takes one organism per level (a 3-chain skips level 2 or 3).
 HABITATS = {
@@ -185,7 +187,7 @@ def _choices(rng: random.Random, op: str, chain: list[str], correct: str, trait:
     return opts
 
 
-def make(rng: random.Random, cfg: SciConfig, size: int) -> Sample:
+def make(rng: random.Random, cfg: SciConfig) -> Sample:
     op = weighted(rng, cfg.ops)
     while True:
         n = rng.randint(cfg.min_chain, cfg.max_chain)
@@ -216,16 +218,7 @@ def make(rng: random.Random, cfg: SciConfig, size: int) -> Sample:
             if not o.isdigit()
         },
     }
-    answer = LETTERS[choices.index(correct)]
-    return Sample(
-        image=draw(facts, size),
-        question=question,
-        answer=answer,
-        facts=facts,
-        description=describe(facts),
-        choices=choices,
-        calc=op in ("increase", "decrease"),
-    )
+    return Sample(question=question, answer=solve(facts), facts=facts, choices=choices)
 
 
 def draw(facts: dict, size: int) -> Image.Image:
