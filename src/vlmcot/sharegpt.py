@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -86,6 +86,22 @@ def iter_rows(path: Path) -> Iterator[tuple[str, int, Any]]:
                 yield f"{path}:{n}", n, json.loads(line)
             except json.JSONDecodeError as e:
                 yield f"{path}:{n}", n, BadRow("bad_json", f"not valid JSON ({e.msg})")
+
+
+def convert_rows(rows: Iterable[tuple[str, int, Any]], convert: Callable[[int, Any], Any],
+                 report: LoadReport) -> Iterator:
+    """``convert(n, row)`` of each (where, n, row) of :func:`iter_rows`, counted in ``report``: a row it
+    rejects (BadRow) is recorded by where it stands and skipped, never fatal here (the stage decides
+    against its max_bad_rate)."""
+    for where, n, row in rows:
+        report.rows += 1
+        try:
+            rec = convert(n, row)
+        except BadRow as e:
+            report.add_bad(where, e.reason, str(e))
+            continue
+        report.records += 1
+        yield rec
 
 
 def _join(image_root: str | Path | None, image: str) -> str:
@@ -146,8 +162,9 @@ def infer_kind(conversations: list[dict]) -> str:
 
 
 def sft_record(row: Any, dataset: str | None, kind: str | None,
-               image_root: str | Path | None = None) -> SFTRecord:
-    """One released SFT row -> SFTRecord, normalised the LLaVA way; raises BadRow."""
+               image_root: str | Path | None = None, check_image: bool = False) -> SFTRecord:
+    """One released SFT row -> SFTRecord, normalised the LLaVA way; raises BadRow (``check_image``: also
+    when its image file does not exist)."""
     if isinstance(row, BadRow):
         raise row
     if not isinstance(row, dict):
@@ -184,12 +201,15 @@ def sft_record(row: Any, dataset: str | None, kind: str | None,
         turns[0]["value"] = f"{IMAGE_TOKEN}\n{turns[0]['value']}"
     dataset = dataset or _dataset_from_id(str(rid))
     try:
-        return SFTRecord.model_validate({
+        rec = SFTRecord.model_validate({
             "id": str(rid), "image": _join(image_root, image) if image else None,
             "conversations": turns, "dataset": dataset, "kind": kind or infer_kind(turns),
         })
     except ValidationError as e:
         raise BadRow("invalid_record", f"id {rid}: {e.errors()[0]['msg']}") from None
+    if check_image and rec.image and not Path(rec.image).is_file():
+        raise BadRow("missing_image", f"id {rec.id}: image file {rec.image} not found")
+    return rec
 
 
 def import_sft(source: str | Path, image_root: str | Path | None = None,
@@ -209,17 +229,8 @@ def iter_sft(source: str | Path, image_root: str | Path | None = None,
     report.source = report.source or f"sharegpt sft {source}"
     for path, rel in _files(source):
         dataset, kind = infer_sft_source(rel)
-        for where, _, row in iter_rows(path):
-            report.rows += 1
-            try:
-                rec = sft_record(row, dataset, kind, image_root)
-                if check_images and rec.image and not Path(rec.image).is_file():
-                    raise BadRow("missing_image", f"id {rec.id}: image file {rec.image} not found")
-            except BadRow as e:
-                report.add_bad(where, e.reason, str(e))
-                continue
-            report.records += 1
-            yield rec
+        yield from convert_rows(
+            iter_rows(path), lambda _, row: sft_record(row, dataset, kind, image_root, check_images), report)
 
 
 def sft_file(dataset: str, kind: str) -> str:
@@ -300,15 +311,8 @@ def import_pairs(source: str | Path, image_root: str | Path | None = None,
     out: list[PairRecord] = []
     for path, rel in _files(source):
         dataset, split = infer_pair_source(rel)
-        for where, n, row in iter_rows(path):
-            report.rows += 1
-            try:
-                rec = pair_record(row, dataset, split, n, image_root)
-            except BadRow as e:
-                report.add_bad(where, e.reason, str(e))
-                continue
-            report.records += 1
-            out.append(rec)
+        out.extend(convert_rows(iter_rows(path), lambda n, row: pair_record(row, dataset, split, n, image_root),
+                                report))
     return out
 
 

@@ -111,8 +111,7 @@ def general_rows(cfg: Config, report) -> list[SFTRecord]:
     named in ``report``, never fatal one by one."""
     import json
 
-    from vlmcot.adapters.core import BadRow
-    from vlmcot.sharegpt import iter_rows, sft_record
+    from vlmcot.sharegpt import convert_rows, iter_rows, sft_record
 
     path = Path(cfg.general_source)
     if path.suffix == ".json":  # LLaVA-Instruct ships one JSON list
@@ -127,19 +126,8 @@ def general_rows(cfg: Config, report) -> list[SFTRecord]:
         rows = ((f"{path}: item {n}", n, row) for n, row in enumerate(data))
     else:
         rows = iter_rows(path)
-    out: list[SFTRecord] = []
-    for where, _, row in rows:
-        report.rows += 1
-        try:
-            rec = sft_record(row, "general", "general", cfg.general_image_root)
-            if rec.image and not Path(rec.image).is_file():
-                raise BadRow("missing_image", f"id {rec.id}: image file {rec.image} not found")
-        except BadRow as e:
-            report.add_bad(where, e.reason, str(e))
-            continue
-        report.records += 1
-        out.append(rec)
-    return out
+    return list(convert_rows(rows, lambda _, row: sft_record(row, "general", "general", cfg.general_image_root,
+                                                              check_image=True), report))
 
 
 def build_mixes(cot: list[CoTRecord], train: list[VQARecord], cfg: Config,
