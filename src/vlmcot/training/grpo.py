@@ -183,7 +183,9 @@ class VLMRolloutMixin:
             prompt_ids, multimodal_fields, g)
         if plan is None:
             return super()._generate_single_turn(*passthrough, **kwargs)
-        return self._generate_shared(prompt_ids, plan, g), None
+        ids = self._generate_shared(prompt_ids, plan, g)
+        # GRPOTrainer's version (called with num_generations) returns (ids, sampling logprobs); RLOO's, ids
+        return (ids, None) if num_generations is not None else ids
 
     def _shared_plan(self, prompt_ids, multimodal_fields, g: int):
         """The multimodal fields as tensors (one row per rollout) when rows come in whole groups of ``g`` identical prompts and images (TRL's repeat sampler
@@ -237,6 +239,9 @@ class VLMRolloutMixin:
         by_temp: dict[float, list[int]] = {}
         for h in heads:
             by_temp.setdefault(t_mc if qtypes[h] == "multiple_choice" else t_short, []).append(h)
+        # TRL's own generation suppresses a VLM's image token (a sampled one would mismatch the image features)
+        image_token = getattr(model.config, "image_token_id", None)
+        suppress = [image_token] if image_token is not None else None
         was_training = model.training
         model.eval()
         try:
@@ -253,7 +258,8 @@ class VLMRolloutMixin:
                     v = v[rows].to(device)
                     inputs[key] = v.to(model.dtype) if v.is_floating_point() else v
                 new = generate_shared(model, inputs, g, self.max_completion_length, eos, pad_id, do_sample=True,
-                                      temperature=temp, top_k=self.top_k or 0, top_p=self.top_p)
+                                      temperature=temp, top_k=self.top_k or 0, top_p=self.top_p,
+                                      suppress_tokens=suppress)
                 for k, h in enumerate(rows):
                     seqs = []
                     for row in new[k * g:(k + 1) * g].tolist():
