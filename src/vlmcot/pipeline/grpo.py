@@ -122,8 +122,19 @@ def plan_notes(cfg: Config) -> list[str]:
                                     else f" ({t.vllm_server_base_url or 'trl vllm-serve on the default host:port'})")
            if t.use_vllm else ("prefix-shared HF decoding" if t.prefix_sharing else "model.generate"))
     band = f"[{t.band_low}, {t.band_high}]" if t.band_active else "off"
-    return [f"grpo: {t.trainer} group {t.num_generations}, beta {t.beta}, lr {t.learning_rate:g}, "
-            f"steps {t.max_steps if t.max_steps > 0 else f'{t.num_train_epochs} epoch(s)'}, band {band}, rollouts: {gen}"]
+    notes = [f"grpo: {t.trainer} group {t.num_generations}, beta {t.beta}, lr {t.learning_rate:g}, "
+             f"steps {t.max_steps if t.max_steps > 0 else f'{t.num_train_epochs} epoch(s)'}, band {band}, "
+             f"rollouts: {gen}"]
+    if t.use_vllm and t.temperature_mc not in (None, t.temperature):
+        notes.append(f"grpo: vLLM samples every question at temperature {t.temperature} (train.temperature_mc "
+                     "applies to prefix-shared HF rollouts only)")
+    if t.use_vllm and t.vllm_mode == "colocate":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            notes.append("grpo: vllm_mode colocate needs vllm importable in this environment; it is not: use "
+                         "vllm_mode server with `trl vllm-serve` from the vLLM environment (configs/paper.yaml)")
+    return notes
 
 
 def dry_run(cfg: Config, item: str | None) -> None:
