@@ -34,7 +34,7 @@ LAYERS: dict[str, list[str]] = {
     "training": ["vlmcot.training"],
     # the paper's methods: teacher distillation, sampling, pairs, RFT data, evaluation, rerank, credit
     "methods": ["vlmcot.teacher", "vlmcot.sampling", "vlmcot.pairing", "vlmcot.rft", "vlmcot.evaluation",
-                "vlmcot.judge", "vlmcot.voting", "vlmcot.token_credit", "vlmcot.report_render"],
+                "vlmcot.judge", "vlmcot.voting", "vlmcot.token_credit", "vlmcot.report_render", "vlmcot.rewards"],
     # one thin module per DVC stage (its Config, its items, run) and the stage registry
     "pipeline": ["vlmcot.pipeline"],
     # running a stage (params, MLflow run, clean failure) and switching profiles

@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DVC = os.path.join(os.path.dirname(sys.executable), "dvc")
 TRAIN = {"dpo": "step,loss,rewards_accuracies,rewards_margins,rewards_chosen,rewards_rejected\n"
                 "5,0.69,0.5,0.01,0.0,-0.01\n10,0.66,0.7,0.05,0.02,-0.03\n",
-         "sft_both": "step,loss\n5,3.1\n10,2.4\n"}
+         "sft_both": "step,loss\n5,3.1\n10,2.4\n",
+         "grpo": "step,loss,reward,reward_all,accuracy,kl,completions_mean_length,band_share_in_band,entropy\n"
+                 "2,0.01,0.2,0.1,0.1,0.0,70,0.5,0.3\n4,-0.02,0.3,0.15,0.15,0.001,66,0.6,0.3\n"}
 
 
 class Page(HTMLParser):
@@ -75,7 +77,8 @@ def test_every_figure_once_with_data(page):
     p.feed(text)
     rerank = [f"metrics_plots_rerank_rerank_{ds}_csv" for ds in ("synth_chart", "synth_doc", "synth_geo", "synth_sci")]
     train = [f"metrics_plots_train_{n}_csv" for n in sorted(TRAIN)]
-    assert sorted(p.divs) == sorted(["answer_lengths", "pair_accuracy", "dpo_rewards", *rerank, *train])
+    assert sorted(p.divs) == sorted(["answer_lengths", "pair_accuracy", "dpo_rewards", "grpo_rewards", "grpo_kl_length",
+                                     *rerank, *train])
     # each plot embeds a vega-lite spec with data rows
     specs = re.findall(r"var spec = (\{.*?\});\s*vegaEmbed", text, flags=re.S)
     assert len(specs) == len(p.divs)

@@ -142,6 +142,21 @@ def test_sampling_is_seeded(llava):
     assert len({tuple(r) for r in a.tolist()}) > 4  # the samples of a prompt differ
 
 
+def test_suppressed_tokens_are_never_drawn_and_greedy_matches_generate(llava):
+    model, inputs, pad = llava
+    eos = model.config.text_config.eos_token_id
+    free = sample(model, inputs, pad, 1, n=8)
+    common = torch.bincount(free.flatten(), minlength=300)
+    common[pad] = common[eos] = 0
+    banned = [int(common.argmax()), model.config.image_token_id]  # the most drawn token, and the image token
+    held = sample(model, inputs, pad, 1, n=8, suppress_tokens=banned)
+    assert not torch.isin(held, torch.tensor(banned)).any()
+    ref = hf_new_tokens(model, inputs, max_new_tokens=12, do_sample=False, pad_token_id=pad, eos_token_id=eos,
+                        suppress_tokens=banned)
+    mine = ps.generate_shared(model, inputs, 1, 12, eos, pad, suppress_tokens=banned)
+    assert torch.equal(mine, pad_to(ref, 12, pad))
+
+
 def test_sampling_does_not_depend_on_when_rows_leave(llava, monkeypatch):
     """Row draws are tied to the row, so compacting the batch (or not) leaves the samples unchanged.
     A token the samples emit at many different steps, as EOS, makes rows stop at different steps."""

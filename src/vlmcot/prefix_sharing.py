@@ -123,12 +123,14 @@ def generate_shared(
     top_k: int = 0,
     top_p: float = 1.0,
     min_new_tokens: int = 0,
+    suppress_tokens: list[int] | None = None,
 ) -> torch.Tensor:
     """New tokens ``[Q * N, max_new_tokens]`` (row ``q*N + j`` is sample j of prompt q, as ``generate``
     orders them); after a row's EOS, and for steps after every row finished, ``pad_token_id``.
 
     ``inputs`` is a processor output for Q left-padded prompts (``input_ids``, ``attention_mask``,
-    ``pixel_values``, ...).
+    ``pixel_values``, ...). ``suppress_tokens`` are never drawn (generate's ``suppress_tokens``: GRPO keeps
+    a VLM from sampling its image token, which would then mismatch the image features).
     """
     n = num_return_sequences
     lm = _decoder(model)
@@ -175,7 +177,10 @@ def generate_shared(
 
     logits = first_logits.repeat_interleave(n, dim=0)
     alive = torch.ones(rows_total, dtype=torch.bool, device=device)  # per active row: no EOS yet
+    suppress = torch.tensor(suppress_tokens, device=device) if suppress_tokens else None
     for step in range(max_new_tokens):
+        if suppress is not None:
+            logits[:, suppress] = float("-inf")
         nxt = _select(logits, step, do_sample, warpers, eos, min_new_tokens, rows_total, row_ids)
         tokens_out[row_ids, step] = torch.where(alive, nxt, pad_token_id)
         alive &= ~torch.isin(nxt, eos)

@@ -148,7 +148,7 @@ def plan(path: str | Path) -> list[str]:
             lines.append(f"{name}{'@' + item if item else ''}: {cmd}{how}")
         if hasattr(module, "plan_notes"):
             lines.extend("  ! " + n for n in module.plan_notes(cfg))
-        if name in ("sft", "dpo", "control"):
+        if name in ("sft", "dpo", "control", "grpo"):
             from vlmcot.training.common import master_dtype
 
             if master_dtype(cfg.dtype, cfg.train, cfg.launch) != cfg.dtype:

@@ -53,3 +53,30 @@ def _check(mp, ref, run, previous, ref_losses, resumed_losses):
     assert steps == {s: v for s, v in ref_losses[stage].items() if s > ckpt}, stage
     assert mp.sha(run / mp.OUTPUTS[stage]) == mp.sha(ref / mp.OUTPUTS[stage]), f"{stage}: weights differ"
     assert not (run / mp.CHECKPOINTS[stage]).exists()  # cleaned once the final model is saved
+
+
+@pytest.mark.slow
+def test_grpo_kill_and_resume_gives_the_uninterrupted_weights(tmp_path):
+    """The same for grpo, whose steps also sample: the resumed run draws the uninterrupted run's rollouts
+    (the checkpoint's RNG state and data position), so its losses and final weights are identical."""
+    import shutil
+
+    from tests.pipeline.test_grpo import _tiny_sft
+
+    mp = _micro()
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    mp.make_workdir(ref)
+    mp.make_workdir(run)
+    _tiny_sft(ref)
+    shutil.copytree(ref / "models/sft/both", run / "models/sft/both")
+    ref_losses = mp.losses(mp.run(ref, "grpo").stdout)["grpo"]
+    assert sorted(ref_losses) == list(range(1, 7))
+    out = mp.run_and_kill(run, 5, "grpo")
+    assert (run / mp.CHECKPOINTS["grpo"] / "checkpoint-3" / "trainer_state.json").is_file()
+    assert not (run / mp.OUTPUTS["grpo"]).exists()
+    assert mp.losses(out)["grpo"] == {s: v for s, v in ref_losses.items() if s < 5}
+    resumed = mp.losses(mp.run(run, "grpo").stdout)["grpo"]
+    assert min(resumed) == 4, sorted(resumed)
+    assert resumed == {s: v for s, v in ref_losses.items() if s > 3}
+    assert mp.sha(run / mp.OUTPUTS["grpo"]) == mp.sha(ref / mp.OUTPUTS["grpo"]), "grpo: weights differ"
+    assert not (run / mp.CHECKPOINTS["grpo"]).exists()

@@ -24,6 +24,7 @@ STAGES: dict[str, str] = {
     "pairs": "Build correct/incorrect preference pairs from SFT samples (paper 3.3).",
     "dpo": "DPO the SFT model on its own preference pairs (TRL), SFT model as frozen reference.",
     "control": "Controls for DPO, same steps (--item cont_sft|rft): continued SFT, rejection-sampling FT.",
+    "grpo": "Online RL (TRL GRPO or RLOO) from the SFT model with the datasets' metrics as rewards (#16).",
     "table": "Gather the evaluations into metrics/eval.json and the paper's Table 2 (metrics/table2.md).",
     "rerank": "Rerank eval candidates with the DPO reward: majority vs best-of-N vs weighted voting.",
     "credit": "Token-level DPO credit heat maps (HTML + PNG) for chosen/rejected responses.",
@@ -47,9 +48,11 @@ TRAIN_CURVES: dict[str, list[str]] = {
     "sft": ["loss"],
     "dpo": ["loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"],
     "control": ["loss"],
+    "grpo": ["loss", "reward", "reward_all", "accuracy", "kl", "completions/mean_length", "band/share_in_band",
+             "entropy"],
 }
 # stages whose module has dry_run(cfg, item): `--dry-run` prints what would run
-DRY_RUN = frozenset({"sft", "evaluate", "sample", "dpo", "control"})
+DRY_RUN = frozenset({"sft", "evaluate", "sample", "dpo", "control", "grpo"})
 # stages that run one slice of their questions with --shard i/N (a run without it merges the slices)
 SHARDED = frozenset({"sample", "evaluate"})
 

@@ -105,3 +105,15 @@ def materialize(model_or_loader):
     if isinstance(model_or_loader, torch.nn.Module) or not callable(model_or_loader):
         return model_or_loader
     return model_or_loader()
+
+
+def freeze(model, vision_tower: bool, projector: bool) -> list[str]:
+    """Turn off gradients of the vision tower and/or projector; return the frozen module names."""
+    frozen = []
+    inner = model.model
+    for name, flag in (("vision_tower", vision_tower), ("multi_modal_projector", projector)):
+        if flag:
+            for p in getattr(inner, name).parameters():
+                p.requires_grad_(False)
+            frozen.append(name)
+    return frozen

@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 
 from vlmcot.training.args import TrainArgs
 from vlmcot.training.checkpoints import prepare_checkpoint_dir, save_final
-from vlmcot.training.common import materialize, trainer_kwargs
+from vlmcot.training.common import freeze, materialize, trainer_kwargs
 from vlmcot.training.lora import peft_config
 
 log = logging.getLogger(__name__)
@@ -83,18 +83,6 @@ def dpo_rows(pairs: list[dict], root: str | Path = ".") -> tuple[list[dict], lis
             "rejected": [{"role": "assistant", "content": p["rejected"]}],
         })
     return rows, errors
-
-
-def freeze(model, vision_tower: bool, projector: bool) -> list[str]:
-    """Turn off gradients of the vision tower and/or projector; return the frozen module names."""
-    frozen = []
-    inner = model.model
-    for name, flag in (("vision_tower", vision_tower), ("multi_modal_projector", projector)):
-        if flag:
-            for p in getattr(inner, name).parameters():
-                p.requires_grad_(False)
-            frozen.append(name)
-    return frozen
 
 
 def dpo_config(cfg: DPOTrainConfig, output_dir: str | Path, report_to: list[str] | None = None, run_name: str = "dpo"):
