@@ -128,3 +128,55 @@ def test_partial_from_another_config_is_discarded(world, tmp_path):
     assert PartialFile(tmp_path / "p.jsonl", "aaa").load() == {0: [c]}
     assert PartialFile(tmp_path / "p.jsonl", "bbb").load() == {}  # other config: fresh start
     assert PartialFile(tmp_path / "p.jsonl", "aaa").load() == {}  # and the old chunks are gone
+
+
+@pytest.mark.slow
+def test_chunks_of_a_model_since_retrained_in_place_are_not_resumed(world):
+    """The sft stage retrains into the same folder: a partial file left by the old model must not be
+    resumed into the new one's candidates (it once supplied 32 of 38 chunks of a committed run)."""
+    import shutil
+
+    from vlmcot.generation import model_identity
+    from vlmcot.pipeline.sample import Config, select_questions, spec_for
+    from vlmcot.sampling import PartialFile
+
+    model = world / "model_retrained"
+    shutil.copytree(world / "model", model, dirs_exist_ok=True)
+    params = write_params(world, "stale", model=str(model))
+    cfg = Config.model_validate(yaml.safe_load(params.read_text())["sample"])
+    ids = sorted(r.id for r in select_questions(cfg.items["train"], cfg.max_bad_rate))  # chunk_size 1: one a chunk
+    partial_path = world / "stale/train/candidates.partial.jsonl"
+
+    def plant_stale_chunks():  # every chunk, written under the model folder as it is now
+        partial_path.parent.mkdir(parents=True, exist_ok=True)
+        partial_path.unlink(missing_ok=True)
+        p = PartialFile(partial_path, spec_for(cfg, "train").fingerprint(ids, model_identity(str(model))))
+        p.load()
+        for k, qid in enumerate(ids):
+            p.append(k, [Candidate(id=qid, sample=j, text="STALE", extracted=None, correct=False,
+                                   dataset="synth_chart") for j in range(4)])
+
+    from vlmcot.stage import main
+
+    plant_stale_chunks()  # same model: the chunks are this run's own, and resume
+    assert main("sample", str(params), item="train") == 0
+    assert read_json(world / "stale/metrics/sample_train.json")["all.resumed_chunks"] == len(ids)
+
+    plant_stale_chunks()
+    time.sleep(0.01)
+    (model / "model.safetensors").write_bytes((model / "model.safetensors").read_bytes())  # retrained in place
+    assert main("sample", str(params), item="train") == 0
+    assert read_json(world / "stale/metrics/sample_train.json")["all.resumed_chunks"] == 0
+    assert all(r["text"] != "STALE" for r in read_jsonl(world / "stale/train/candidates.jsonl"))
+
+
+def test_model_identity_follows_the_files_not_the_path(tmp_path):
+    from vlmcot.generation import model_identity
+
+    assert model_identity("org/hub-model") == "org/hub-model"  # not a folder: the name is all there is
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"old")
+    first = model_identity(str(tmp_path / "m"))
+    assert first == model_identity(str(tmp_path / "m")) and first.startswith(str(tmp_path / "m") + "@")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"newer")
+    assert model_identity(str(tmp_path / "m")) != first
