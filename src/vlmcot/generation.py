@@ -69,24 +69,6 @@ class LazyBackend:
         return self._backend.generate(requests, cfg)
 
 
-def model_identity(model: str) -> str:
-    """What resumed or merged generations must have come from, for a fingerprint: a local model folder's
-    name plus every file's relative path, size and modification time (the sft stage retrains into the same
-    folder, and a sample partial file keyed on the path alone once resumed 32 of 38 chunks drawn from the
-    model before it); any other name (a hub id, a served model) as it is. Metadata, not content: hashing
-    an 8B model's 16 GB on every run is not worth it, and a false "changed" only costs a re-sample."""
-    import hashlib
-
-    p = Path(model)
-    if not p.is_dir():
-        return model
-    h = hashlib.sha256(model.encode())
-    for f in sorted(q for q in p.rglob("*") if q.is_file()):
-        st = f.stat()
-        h.update(f"\x00{f.relative_to(p).as_posix()}\x00{st.st_size}\x00{st.st_mtime_ns}".encode())
-    return f"{model}@{h.hexdigest()[:16]}"
-
-
 def user_message(prompt: str, with_image: bool = True) -> list[dict]:
     """The conversation for one request, in content-block form (the chat template renders the image)."""
     content: list[dict] = [{"type": "image"}] if with_image else []

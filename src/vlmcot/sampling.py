@@ -37,6 +37,22 @@ def chunk_seed(seed: int, chunk: int, group: str) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+def model_identity(model: str) -> str:
+    """What a resumed chunk must have been drawn from: a local model folder's path plus every file's
+    relative path, size and modification time (the sft stage retrains into the same folder, and a partial
+    file keyed on the path alone once resumed 32 of 38 chunks drawn from the model before); any other name
+    (a hub id, a served model) as it is. Metadata, not content: hashing an 8B model's 16 GB on every run
+    is not worth it, and a false "changed" only costs a re-sample."""
+    p = Path(model)
+    if not p.is_dir():
+        return model
+    h = hashlib.sha256(model.encode())
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        st = f.stat()
+        h.update(f"\x00{f.relative_to(p).as_posix()}\x00{st.st_size}\x00{st.st_mtime_ns}".encode())
+    return f"{model}@{h.hexdigest()[:16]}"
+
+
 @dataclass
 class SamplingSpec:
     """What shapes the candidates (hashed into the partial file's header)."""
@@ -219,10 +235,15 @@ def sample_questions(
 
     records = sorted(records, key=lambda r: r.id)
     chunks = [records[i : i + spec.chunk_size] for i in range(0, len(records), spec.chunk_size)]
-    fingerprint = spec.fingerprint([r.id for r in records], model_name)
+    ids = [r.id for r in records]
+    # shard files are keyed on the model's name (merging them must not need the model); the run's own
+    # partial file on the model's identity, so chunks of a model since retrained in place never resume
+    fingerprint = spec.fingerprint(ids, model_name)
     if shard is not None:
         partial_path = shard_partial_path(partial_path, *shard)
-    partial = PartialFile(partial_path, fingerprint)
+        partial = PartialFile(partial_path, fingerprint)
+    else:
+        partial = PartialFile(partial_path, spec.fingerprint(ids, model_identity(model_name)))
     done = partial.load()
     if shard is None:
         for path in shard_partials(partial_path):

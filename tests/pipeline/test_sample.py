@@ -136,7 +136,7 @@ def test_chunks_of_a_model_since_retrained_in_place_are_not_resumed(world):
     resumed into the new one's candidates (it once supplied 32 of 38 chunks of a committed run)."""
     import shutil
 
-    from vlmcot.generation import model_identity
+    from vlmcot.sampling import model_identity
     from vlmcot.pipeline.sample import Config, select_questions, spec_for
     from vlmcot.sampling import PartialFile
 
@@ -171,7 +171,7 @@ def test_chunks_of_a_model_since_retrained_in_place_are_not_resumed(world):
 
 
 def test_model_identity_follows_the_files_not_the_path(tmp_path):
-    from vlmcot.generation import model_identity
+    from vlmcot.sampling import model_identity
 
     assert model_identity("org/hub-model") == "org/hub-model"  # not a folder: the name is all there is
     (tmp_path / "m").mkdir()

@@ -127,10 +127,7 @@ def _fingerprint(cfg: Config, name: str, records) -> str:
     import hashlib
     import json
 
-    from vlmcot.generation import model_identity
-
-    # the model's identity, not its path: shards of a model since retrained in place are not merged
-    blob = json.dumps({"model": model_identity(cfg.models[name]), "ids": [r.id for r in records], "modes": cfg.modes,
+    blob = json.dumps({"model": cfg.models[name], "ids": [r.id for r in records], "modes": cfg.modes,
                        "style": cfg.style, "scoring": cfg.scoring,
                        "judge": cfg.judge.model_dump(mode="json") if cfg.judge else None, "gen": cfg.generation.model_dump(mode="json"), "backend": cfg.backend,
                        "dtype": cfg.dtype}, sort_keys=True)

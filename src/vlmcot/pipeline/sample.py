@@ -160,7 +160,7 @@ def dry_run(cfg: Config, item: str | None) -> None:
 
 
 def run(cfg: Config, tracker, item: str | None = None, shard: tuple[int, int] | None = None) -> None:
-    from vlmcot.generation import LazyBackend, model_identity
+    from vlmcot.generation import LazyBackend
     from vlmcot.sampling import sample_questions, shard_partial_path, shard_partials, summarize
 
     item = _item(cfg, item)
@@ -171,8 +171,7 @@ def run(cfg: Config, tracker, item: str | None = None, shard: tuple[int, int] | 
     log.info("sampling %d questions x %d candidates from %s%s", len(questions), spec.num_samples, cfg.model,
              f" (shard {shard[0]}/{shard[1]})" if shard else "")
     backend = LazyBackend(lambda: make_backend(cfg))
-    # the model's identity, not just its path: a partial file from a retrained model is discarded
-    res = sample_questions(backend, questions, spec, partial, model_name=model_identity(cfg.model), shard=shard,
+    res = sample_questions(backend, questions, spec, partial, model_name=cfg.model, shard=shard,
                            on_chunk=lambda k, n: tracker.log_metrics({"chunks_done": k + 1}, step=k))
     if shard is not None:
         log.info("shard %d/%d: %d candidates in %s; after every shard, `vlmcot sample --item %s` merges them",
