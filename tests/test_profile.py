@@ -173,13 +173,13 @@ def test_cpu_smoke_overlay_changes_only_sizes_device_and_locations(paper, tmp_pa
 
 
 def test_plan_says_where_bf16_weights_load_as_float32(paper, tmp_path):
-    """Without DeepSpeed's fp32 master weights (one process: the CPU smoke's sft and controls) a bf16 full
+    """Without DeepSpeed's fp32 master weights (one process: the CPU smoke's sft, controls and grpo) a bf16 full
     fine-tune loads float32 weights; the paper's ZeRO launches keep bf16, and the plan says which."""
     assert not [ln for ln in plan(paper) if "load as float32" in ln]
     smoke = tmp_path / "smoke.yaml"
     smoke.write_text(apply_profile(paper, ROOT / "configs/paper-cpu-smoke.yaml"))
     notes = [ln.split(":")[0].strip(" !") for ln in plan(smoke) if "load as float32" in ln]
-    assert notes == ["sft", "control"]  # dpo keeps train.deepspeed (ZeRO-2) in its one-rank world
+    assert notes == ["sft", "control", "grpo"]  # dpo keeps train.deepspeed (ZeRO-2) in its one-rank world
 
 
 def test_plan_warns_when_qlora_adapters_cannot_take_the_learning_rate(paper, tmp_path, monkeypatch):

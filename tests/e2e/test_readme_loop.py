@@ -100,7 +100,7 @@ def test_readme_change_one_thing_block(tmp_path, monkeypatch):
     shutil.copy(ROOT / "metrics/plots/answer_lengths.csv", repo / "metrics/plots/answer_lengths.csv")
     p = "params.yaml"
     steps = [("base", None), ("sft", "both"), ("sample", "train"), ("pairs", None), ("dpo", None),
-             ("control", "cont_sft"), ("control", "rft"), *[("evaluate", m) for m in ("both", "dpo", "cont_sft", "rft")],
+             ("control", "cont_sft"), ("control", "rft"), ("grpo", None), *[("evaluate", m) for m in ("both", "dpo", "cont_sft", "rft")],
              ("sample", "eval"), ("table", None), ("rerank", None), ("credit", None), ("claims", None), ("report", None)]
     for stage, item in steps:
         assert main(stage, p, item=item) == 0, (stage, item)
