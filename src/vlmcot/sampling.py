@@ -44,7 +44,7 @@ def model_identity(model: str) -> str:
     (a hub id, a served model) as it is. Metadata, not content: hashing an 8B model's 16 GB on every run
     is not worth it, and a false "changed" only costs a re-sample."""
     p = Path(model)
-    if not p.is_dir():
+    if not model or not p.is_dir():  # Path("") is the working directory: never walk it
         return model
     h = hashlib.sha256(model.encode())
     for f in sorted(q for q in p.rglob("*") if q.is_file()):

@@ -174,6 +174,7 @@ def test_model_identity_follows_the_files_not_the_path(tmp_path):
     from vlmcot.sampling import model_identity
 
     assert model_identity("org/hub-model") == "org/hub-model"  # not a folder: the name is all there is
+    assert model_identity("") == ""  # no name: not the working directory's files
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "model.safetensors").write_bytes(b"old")
     first = model_identity(str(tmp_path / "m"))
