@@ -73,7 +73,8 @@ def test_a_beta_change_feeds_dpo_and_its_consumers_only(recorded, tmp_path):
     apply_overrides(repo / "params.yaml", ["dpo.train.beta=0.2"])  # what `dvc exp run -S` writes
     reached: set[str] = set()
     stale = _stale(repo)
-    assert stale == {"dpo"}
+    # dpo_round runs DPO with the dpo section's settings (the same rules), so its round reruns too
+    assert stale == {"dpo", "dpo_round@r2"}
     while stale - reached:
         # stand in for a rerun of each newly stale stage: change its outputs, record them
         new = stale - reached
@@ -86,4 +87,4 @@ def test_a_beta_change_feeds_dpo_and_its_consumers_only(recorded, tmp_path):
             target.write_text(target.read_text() + "changed\n")
         _commit(repo, *sorted(new))
         stale = _stale(repo) | reached
-    assert reached == {"dpo", "evaluate@dpo", "table", "rerank", "credit", "claims", "report"}
+    assert reached == {"dpo", "dpo_round@r2", "evaluate@dpo", "table", "rerank", "credit", "claims", "report"}

@@ -92,6 +92,8 @@ def test_plan_says_use_the_server_backend_when_vllm_does_not_import(paper, tmp_p
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "vllm" else real(n, *a))
     line = next(l for l in plan(inproc) if l.startswith("sample@train:"))
     assert "vllm is not importable" in line and "sample.backend: server" in line and "make vllm-env" in line
+    # a DPO round samples and then trains in one process: an in-process engine would keep the GPUs
+    assert any("dpo_round r2 WILL FAIL" in l and "sample.backend vllm" in l for l in plan(inproc))
     assert not any("not importable" in l for l in plan(paper))  # the server backend needs no vllm here
 
 
@@ -193,3 +195,13 @@ def test_plan_warns_when_qlora_adapters_cannot_take_the_learning_rate(paper, tmp
     p.write_text(yaml.safe_dump(y))
     notes = [ln for ln in plan(p) if "QLoRA trains its adapters in bfloat16" in ln]
     assert len(notes) == 1 and "dpo.train.learning_rate >= 1e-05" in notes[0]
+
+
+def test_plan_shows_how_a_dpo_round_samples_and_trains(paper):
+    """A DPO round runs the sample and dpo sections' own backends: vLLM servers, then 8-GPU ZeRO-2 DPO from the
+    round-1 model (read from the profile's file, not params.yaml: plan points the stage at it)."""
+    lines = plan(paper)
+    note = next(ln for ln in lines if "dpo_round r2:" in ln)
+    assert "32 samples per question from models/dpo (8 vLLM server(s))" in note and "[0.25, 0.85]" in note
+    assert "accelerate launch --config_file configs/accelerate/zero2.yaml --num_processes 8" in note
+    assert "-m vlmcot.pipeline.dpo models/dpo_rounds/r2/launch_config.json" in note

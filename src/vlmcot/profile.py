@@ -80,7 +80,7 @@ def validate_params(path: str | Path) -> dict[str, Any]:
 
 def stage_items(name: str, cfg: Any) -> list[str | None]:
     """The DVC foreach items of a stage, read from its config (None: not a foreach stage)."""
-    attr = {"sft": "mixes", "evaluate": "models", "sample": "items"}.get(name)
+    attr = {"sft": "mixes", "evaluate": "models", "sample": "items", "dpo_round": "rounds"}.get(name)
     if attr:
         return list(getattr(cfg, attr))
     if name == "control":
@@ -114,8 +114,11 @@ def plan(path: str | Path) -> list[str]:
     from vlmcot.pipeline import load_stage
     from vlmcot.training.launch import ClusterError
 
+    from vlmcot.pipeline import set_params_path
+
     lines = []
     configs = validate_params(path)
+    set_params_path(str(path))  # a stage's plan_notes may read another section of this file (dpo_round)
     for name, cfg in configs.items():
         module = load_stage(name)
         if name == "base" and not getattr(cfg, "enabled", True):

@@ -1,4 +1,4 @@
-"""Micro end-to-end of the second half of the pipeline: sft -> sample@train -> pairs -> dpo -> controls ->
+"""Micro end-to-end of the second half of the pipeline: sft -> sample@train -> pairs -> dpo -> dpo_round@r2 -> controls ->
 evaluate -> sample@eval -> rerank -> credit -> report, through the real stage entry (vlmcot.stage.main,
 MLflow included), on a handful of stand-in records with tiny model sizes.
 
@@ -45,6 +45,9 @@ def micro_params(root: Path) -> Path:
         "pairs": {"candidates": "data/sample/train/candidates.jsonl", "low": 0.1, "high": 0.9},
         "dpo": {"train": dict(learning_rate=1e-3, max_steps=4, per_device_train_batch_size=4, logging_steps=2,
                               save_steps=1000, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5])},
+        # iterative DPO: round 2 samples from the round-1 (dpo) model and DPO-trains from it
+        "dpo_round": {"rounds": {"r2": {"start_model": "models/dpo", "seed": 1}},
+                      "train_overrides": {"max_steps": 3}},
         "control": {"train": dict(learning_rate=1e-3, max_steps=-1, per_device_train_batch_size=4, logging_steps=2,
                                   save_steps=1000, max_length=256)},
         "evaluate": {"models": {"both": "models/sft/both", "dpo": "models/dpo", "cont_sft": "models/control/cont_sft",
@@ -84,6 +87,28 @@ def test_micro_sample_pairs_dpo_evaluate_rerank_credit_report(tmp_path, monkeypa
     d = read_json("metrics/dpo.json")
     assert d["global_step"] == 4 and d["pairs"] == len(pairs)
     assert json.loads(Path("models/dpo/vlmcot_config.json").read_text())["train"]["beta"] == 0.1
+
+    # round 2 of iterative DPO: the same questions sampled again from the round-1 model, new pairs, DPO
+    # from that model (its reference); only the language model moves (vision tower and projector frozen)
+    assert main("dpo_round", params, item="r2") == 0
+    c1, c2 = read_jsonl("data/sample/train/candidates.jsonl"), read_jsonl("data/dpo_rounds/r2/candidates.jsonl")
+    assert [(c["id"], c["sample"]) for c in c2] == [(c["id"], c["sample"]) for c in c1]
+    assert [c["text"] for c in c2] != [c["text"] for c in c1]  # new draws (new model, round seed)
+    r2_pairs = read_jsonl("data/dpo_rounds/r2/pairs.jsonl")
+    r2 = read_json("metrics/dpo_rounds/r2/dpo.json")
+    assert r2["global_step"] == 3 and r2["pairs"] == len(r2_pairs) > 0
+    assert read_json("metrics/dpo_rounds/r2/pairs.json")["all.pairs"] == len(r2_pairs)
+    assert read_json("metrics/dpo_rounds/r2/sample_r2.json")["all.candidates"] == len(c2)
+    saved = json.loads(Path("models/dpo_rounds/r2/vlmcot_config.json").read_text())
+    assert saved["sft_model"] == "models/dpo" and saved["train"]["max_steps"] == 3
+    from safetensors.torch import load_file
+    import torch
+
+    w1, w2 = load_file("models/dpo/model.safetensors"), load_file("models/dpo_rounds/r2/model.safetensors")
+    moved = [k for k in w1 if not torch.equal(w1[k], w2[k])]
+    assert moved and all(k.startswith("language_model.") for k in moved), moved[:5]
+    curve = Path("metrics/plots/train/dpo_round_r2.csv").read_text().splitlines()
+    assert curve[0].startswith("step,loss,rewards_accuracies") and len(curve) >= 2
 
     for item in ("cont_sft", "rft"):
         assert main("control", params, item=item) == 0

@@ -24,6 +24,7 @@ STAGES: dict[str, str] = {
     "pairs": "Build correct/incorrect preference pairs from SFT samples (paper 3.3).",
     "dpo": "DPO the SFT model on its own preference pairs (TRL), SFT model as frozen reference.",
     "control": "Controls for DPO, same steps (--item cont_sft|rft): continued SFT, rejection-sampling FT.",
+    "dpo_round": "Iterative DPO (--item r2|...): sample from the previous round's model, new pairs, DPO again (#16).",
     "grpo": "Online RL (TRL GRPO or RLOO) from the SFT model with the datasets' metrics as rewards (#16).",
     "table": "Gather the evaluations into metrics/eval.json and the paper's Table 2 (metrics/table2.md).",
     "rerank": "Rerank eval candidates with the DPO reward: majority vs best-of-N vs weighted voting.",
@@ -38,6 +39,7 @@ ITEM_OPTIONS: dict[str, tuple[str, str]] = {
     "evaluate": ("--model", "the model to evaluate (a key of evaluate.models)"),
     "sample": ("--item", "the records to sample for (a key of sample.items)"),
     "control": ("--item", "the control to train: cont_sft or rft"),
+    "dpo_round": ("--item", "the DPO round to run (a key of dpo_round.rounds)"),
 }
 # Training curves (DVC plots, so `dvc plots diff` compares experiments): after a training stage, the
 # Trainer's logged series of these keys (from the stage's MLflow run) go to
@@ -48,11 +50,12 @@ TRAIN_CURVES: dict[str, list[str]] = {
     "sft": ["loss"],
     "dpo": ["loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"],
     "control": ["loss"],
+    "dpo_round": ["loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"],
     "grpo": ["loss", "reward", "reward_all", "accuracy", "kl", "completions/mean_length", "band/share_in_band",
              "entropy"],
 }
 # stages whose module has dry_run(cfg, item): `--dry-run` prints what would run
-DRY_RUN = frozenset({"sft", "evaluate", "sample", "dpo", "control", "grpo"})
+DRY_RUN = frozenset({"sft", "evaluate", "sample", "dpo", "control", "dpo_round", "grpo"})
 # stages that run one slice of their questions with --shard i/N (a run without it merges the slices)
 SHARDED = frozenset({"sample", "evaluate"})
 

@@ -170,9 +170,22 @@ def run(cfg: Config, tracker, item: str | None = None, shard: tuple[int, int] | 
     spec = spec_for(cfg, item)
     log.info("sampling %d questions x %d candidates from %s%s", len(questions), spec.num_samples, cfg.model,
              f" (shard {shard[0]}/{shard[1]})" if shard else "")
-    backend = LazyBackend(lambda: make_backend(cfg))
-    res = sample_questions(backend, questions, spec, partial, model_name=cfg.model, shard=shard,
-                           on_chunk=lambda k, n: tracker.log_metrics({"chunks_done": k + 1}, step=k))
+    opened = []  # the backend, once LazyBackend has built it
+
+    def make():
+        opened.append(make_backend(cfg))
+        return opened[-1]
+
+    try:
+        res = sample_questions(LazyBackend(make), questions, spec, partial, model_name=cfg.model, shard=shard,
+                               on_chunk=lambda k, n: tracker.log_metrics({"chunks_done": k + 1}, step=k))
+    finally:
+        # stop what the backend started (vLLM servers of server.launch) now, not at process exit: a
+        # caller that trains next in this process (dpo_round) needs those GPUs
+        for b in opened:
+            if hasattr(b, "close"):
+                b.close()
+        opened.clear()
     if shard is not None:
         log.info("shard %d/%d: %d candidates in %s; after every shard, `vlmcot sample --item %s` merges them",
                  shard[0], shard[1], len(res.candidates), shard_partial_path(partial, *shard), item)
