@@ -24,4 +24,8 @@ def test_figures(tmp_path):
     (tmp_path / "r.csv").write_text("n,best_of_n,majority,oracle,weighted\n1,0.5,0.5,0.5,0.5\n2,0.6,0.5,0.7,0.6\n")
     (tmp_path / "l.csv").write_text("length,cot,direct\n0,1,9\n5,3,0\n")
     assert plot_rerank(tmp_path / "r.csv", tmp_path / "r.png", "t").stat().st_size > 1000
+    # the GRPO verifier's columns (#16) are drawn beside the DPO reward's
+    (tmp_path / "g.csv").write_text("n,best_of_n,best_of_n.grpo,majority,weighted,weighted.grpo\n"
+                                    "1,0.5,0.5,0.5,0.5,0.5\n2,0.6,0.4,0.5,0.6,0.7\n")
+    assert plot_rerank(tmp_path / "g.csv", tmp_path / "g.png", "t").stat().st_size > 1000
     assert plot_lengths(tmp_path / "l.csv", tmp_path / "l.png").stat().st_size > 1000

@@ -10,9 +10,11 @@ from pathlib import Path
 
 from vlmcot.evaluation import format_table, markdown_table
 
-# Methods of the rerank curves, in legend order, with the paper's names.
+# Methods of the rerank curves, in legend order, with the paper's names; <method>.grpo: the same method with
+# the GRPO model as the verifier (#16), drawn where the rerank outputs have it.
 RERANK_LABELS = {"majority": "self-consistency (majority)", "best_of_n": "best-of-N (DPO reward)",
-                 "weighted": "weighted voting (DPO reward)", "oracle": "oracle (pass@N)"}
+                 "weighted": "weighted voting (DPO reward)", "best_of_n.grpo": "best-of-N (GRPO verifier)",
+                 "weighted.grpo": "weighted voting (GRPO verifier)", "oracle": "oracle (pass@N)"}
 
 
 def counts_table(metrics: dict[str, float], columns: list[tuple[str, str]], total_key: str = "total") -> str:
@@ -35,6 +37,13 @@ def counts_table(metrics: dict[str, float], columns: list[tuple[str, str]], tota
             cells.append("-" if v is None else (f"{v:.3f}" if isinstance(v, float) and not v.is_integer() else f"{v:g}"))
         lines.append("| " + " | ".join([ds, *cells]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def stats_row(metrics: dict[str, float], keys: list[str]) -> str:
+    """A one-row table of a training stage's stats: the ``keys`` present, in order, 4 significant digits."""
+    keys = [k for k in keys if k in metrics]
+    return ("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n| "
+            + " | ".join(f"{metrics[k]:.4g}" for k in keys) + " |\n")
 
 
 def model_table(per_model: dict[str, dict[str, float]], models: list[str], labels: dict[str, str],
@@ -77,7 +86,8 @@ def plot_rerank(csv_path: str | Path, png_path: str | Path, title: str) -> Path:
     ns = [int(r["n"]) for r in rows]
     fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=120)
     styles = {"majority": ("#555555", "o", "-"), "best_of_n": ("#e66101", "s", "-"),
-              "weighted": ("#2166ac", "^", "-"), "oracle": ("#999999", "", ":")}
+              "weighted": ("#2166ac", "^", "-"), "best_of_n.grpo": ("#e66101", "s", "--"),
+              "weighted.grpo": ("#2166ac", "^", "--"), "oracle": ("#999999", "", ":")}
     for m in [c for c in RERANK_LABELS if rows and c in rows[0]]:
         color, marker, ls = styles[m]
         ax.plot(ns, [100 * float(r[m]) for r in rows], marker=marker, linestyle=ls, color=color,

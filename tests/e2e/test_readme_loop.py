@@ -37,7 +37,8 @@ MICRO = {
     "control": {"torch_threads": 1},
     "sample": {"items": {"train": {"datasets": None, "max_per_dataset": None},
                          "eval": {"datasets": None, "max_per_dataset": None, "num_samples": None}}},
-    "table": {"models": ["both"]},
+    # Table 6: the models this loop evaluates (not grpo, nor iterative DPO's rounds)
+    "table": {"models": ["both"], "table6_models": ["both", "dpo", "cont_sft", "rft"]},
     "report": {"table2_models": ["both"]},
 }
 

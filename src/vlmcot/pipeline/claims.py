@@ -10,6 +10,8 @@ arm B"; its delta is A - B in points over the questions both arms answered, aver
 ops. The interval resamples question ids, the same resample for both arms (vlmcot.stats). The verdict
 follows from the interval alone (vlmcot.stats.verdict): supported (low > 0), contradicted (high < 0),
 inconclusive (it contains 0), not measured (an input is missing: the claim is listed, never dropped).
+Beyond the paper, issue #16's claims put GRPO and the last round of iterative DPO against SFT, DPO and
+the same controls, and rerank with the GRPO model as a second verifier (``<method>.grpo`` columns).
 
 Writes ``out_json`` (every claim with both arms' accuracies, n, delta, interval, verdict, per dataset)
 and ``out_md`` (the table the report shows); the deltas also go to MLflow. Neither file is a DVC metrics
@@ -35,25 +37,29 @@ log = logging.getLogger(__name__)
 SECTION = "claims"
 
 # the roles a claim names, each played by one evaluated model (evaluate.models names)
-ROLES = ("direct_only", "cot_only", "sft", "dpo", "cont_sft", "rft")
+ROLES = ("direct_only", "cot_only", "sft", "dpo", "cont_sft", "rft", "grpo", "dpo_round")
 
 
 class Config(StrictModel):
     # per-question predictions of the evaluate stage: <predictions_dir>/<model>.jsonl
     predictions_dir: str = "data/eval"
     # which evaluated model plays each role: the paper's model 2 (direct data only), 3 (CoT data only),
-    # 4 (both: the SFT model), DPO on it, and the two controls with DPO's step budget
+    # 4 (both: the SFT model), DPO on it, the two controls with DPO's step budget, and beyond the paper
+    # (#16) GRPO from the SFT model and the last round of iterative DPO
     models: dict[str, str] = {"direct_only": "direct", "cot_only": "cot", "sft": "both", "dpo": "dpo",
-                              "cont_sft": "cont_sft", "rft": "rft"}
+                              "cont_sft": "cont_sft", "rft": "rft", "grpo": "grpo", "dpo_round": "dpo_r2"}
     # the pairs stage's counts: a dataset with no <dataset>.pairs (or 0) gave DPO nothing to learn from
     pairs_metrics: str = "metrics/pairs.json"
-    # the rerank stage's per-question correctness of each voting method at the largest N
+    # the rerank stage's per-question correctness of each voting method at the largest N; a method scored
+    # with a second verifier is keyed <method>.<verifier> (weighted.grpo)
     rerank_per_question: str = "data/rerank/per_question.jsonl"
     # ops (record meta.op) that need two or more reading + arithmetic steps; absent ones are skipped
     compositional_ops: list[str] = ["sum2", "diff", "total", "area", "sum_area", "diff_area", "sum_perimeter",
                                     "perimeter", "range", "increase", "decrease", "age_plus"]
     # issue #18's bar for CoT(CoT only) - CoT(direct only) on those ops, in points (reported, not a verdict)
     compositional_target: float = 10.0
+    # issue #16's bar for CoT(GRPO) - CoT(SFT), in points (reported, not a verdict)
+    grpo_target: float = 5.0
     # the paired bootstrap over questions (vlmcot.stats)
     bootstrap: BootstrapConfig = BootstrapConfig()
     # every claim in full
@@ -108,6 +114,25 @@ CLAIMS: tuple[Claim, ...] = (
           ("rerank", "weighted"), ("rerank", "majority"), scope="rerank"),
     Claim("best_of_n_beats_majority", "Best-of-N by the DPO reward beats majority voting (Fig. 6-7, largest N)",
           ("rerank", "best_of_n"), ("rerank", "majority"), scope="rerank"),
+    # beyond the paper (#16): online RL and iterative DPO, against SFT, DPO and the same controls
+    Claim("grpo_helps_cot", "Online RL (GRPO) on the model's own samples improves CoT (#16: GRPO > SFT)",
+          ("grpo", "cot"), ("sft", "cot"), target_key="grpo_target"),
+    Claim("grpo_helps_cot.vs_rft", "GRPO beats training on the model's own correct samples (GRPO > RFT, CoT)",
+          ("grpo", "cot"), ("rft", "cot")),
+    Claim("grpo_helps_cot.vs_cont_sft", "GRPO's gain is not just more steps (GRPO > continued SFT, CoT)",
+          ("grpo", "cot"), ("cont_sft", "cot")),
+    Claim("grpo_vs_dpo", "Online RL beats offline DPO on the same questions (GRPO > DPO, CoT)",
+          ("grpo", "cot"), ("dpo", "cot")),
+    Claim("dpo_round2_helps_cot", "A second DPO round (new samples and pairs from the DPO model) improves CoT "
+          "(DPO round 2 > DPO, CoT)", ("dpo_round", "cot"), ("dpo", "cot")),
+    Claim("dpo_round2_vs_sft", "Iterative DPO improves CoT over SFT (DPO round 2 > SFT, CoT)",
+          ("dpo_round", "cot"), ("sft", "cot")),
+    Claim("grpo_weighted_voting_beats_majority",
+          "GRPO-verifier weighted voting beats majority voting (as Fig. 6-7 with the GRPO model, largest N)",
+          ("rerank", "weighted.grpo"), ("rerank", "majority"), scope="rerank"),
+    Claim("grpo_best_of_n_beats_majority",
+          "Best-of-N by the GRPO verifier beats majority voting (as Fig. 6-7 with the GRPO model, largest N)",
+          ("rerank", "best_of_n.grpo"), ("rerank", "majority"), scope="rerank"),
 )
 
 
@@ -151,7 +176,10 @@ def unpaired_datasets(cfg: Config, datasets: set[str]) -> list[str] | None:
 
 
 def load_rerank(cfg: Config) -> tuple[dict[str, dict[str, float]], dict[str, str], int | None] | None:
-    """{method: {question: score}} at the largest N, question -> dataset, and N (None: no rerank file)."""
+    """{method: {question: score}} at the largest N, question -> dataset, and N (None: no rerank file).
+
+    Methods are every numeric column besides id, dataset and n: majority, best_of_n, weighted, oracle,
+    and <method>.<verifier> where the rerank stage scored with a second verifier (weighted.grpo)."""
     path = Path(cfg.rerank_per_question)
     if not path.is_file():
         return None
@@ -161,9 +189,9 @@ def load_rerank(cfg: Config) -> tuple[dict[str, dict[str, float]], dict[str, str
     for r in read_jsonl(path):
         ds[r["id"]] = r["dataset"]
         ns.add(r["n"])
-        for m in ("majority", "best_of_n", "weighted", "oracle"):
-            if m in r:
-                by.setdefault(m, {})[r["id"]] = float(r[m])
+        for m, v in r.items():
+            if m not in ("id", "dataset", "n") and isinstance(v, (int, float)) and not isinstance(v, bool):
+                by.setdefault(m, {})[r["id"]] = float(v)
     return by, ds, (max(ns) if ns else None)
 
 
@@ -181,7 +209,10 @@ def _result(a: dict[str, float], b: dict[str, float], strata: dict[str, str] | N
 def _label(arm: tuple[str, str], cfg: Config) -> str:
     who, how = arm
     if who == "rerank":
-        return {"weighted": "weighted voting", "best_of_n": "best-of-N", "majority": "majority voting"}.get(how, how)
+        method, _, verifier = how.partition(".")
+        name = {"weighted": "weighted voting", "best_of_n": "best-of-N",
+                "majority": "majority voting"}.get(method, method)
+        return f"{name} ({verifier.upper()} verifier)" if verifier else name
     return f"{'CoT' if how == 'cot' else 'direct'}({cfg.models[who]})"
 
 
@@ -198,8 +229,9 @@ def evaluate_claim(claim: Claim, cfg: Config, arms: Arms, unpaired: list[str] | 
         if rerank is None:
             return not_measured(f"{cfg.rerank_per_question} is missing (run `dvc repro rerank`)")
         by, strata, n = rerank
-        if claim.a[1] not in by or claim.b[1] not in by:
-            return not_measured(f"{cfg.rerank_per_question} has no {claim.a[1]} / {claim.b[1]} column")
+        absent = [m for m in (claim.a[1], claim.b[1]) if m not in by]
+        if absent:
+            return not_measured(f"{cfg.rerank_per_question} has no {' / '.join(absent)} column")
         a, b = by[claim.a[1]], by[claim.b[1]]
         out["n_candidates"] = n
     else:

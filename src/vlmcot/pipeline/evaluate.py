@@ -43,6 +43,8 @@ class Config(StrictModel):
         "dpo": "models/dpo",
         "cont_sft": "models/control/cont_sft",
         "rft": "models/control/rft",
+        "grpo": "models/grpo",
+        "dpo_r2": "models/dpo_rounds/r2",
     }
     # prompt modes to evaluate (the paper: direct and CoT)
     modes: list[Literal["direct", "cot"]] = ["direct", "cot"]

@@ -3,9 +3,9 @@
     python stages/report.py          # same as: vlmcot report
 
 Table 1 (filter counts), the pairs built for DPO, Table 2 (the four SFT mixes) and Table 6 (SFT vs
-DPO vs the controls), direct and CoT per dataset, the reranking curves (Figures 6-7, PNGs drawn from
-the rerank CSVs), the token-level credit heat map (Figure 8), the answer-length histogram (Figure 3)
-and the latest MLflow run of every stage. A missing input becomes a line saying which stage to run,
+DPO and its second round vs GRPO vs the controls), direct and CoT per dataset, GRPO's training stats
+(#16), the reranking curves (Figures 6-7, PNGs drawn from the rerank CSVs), the token-level credit heat
+map (Figure 8), the answer-length histogram (Figure 3) and the latest MLflow run of every stage. A missing input becomes a line saying which stage to run,
 so the report can be built at any point of the pipeline.
 """
 
@@ -18,13 +18,11 @@ from pathlib import Path
 
 from vlmcot.config import StrictModel
 from vlmcot.io import output_path, read_json
+from vlmcot.pipeline import STAGES
 
 log = logging.getLogger(__name__)
 
 SECTION = "report"
-
-STAGE_ORDER = ["prepare", "distill", "filter", "mix", "base", "sft", "sample", "pairs", "dpo", "control",
-               "evaluate", "table", "rerank", "credit", "claims"]
 
 
 class Config(StrictModel):
@@ -36,16 +34,19 @@ class Config(StrictModel):
     pairs_metrics: str = "metrics/pairs.json"
     # the DPO stage's training stats
     dpo_metrics: str = "metrics/dpo.json"
+    # the grpo stage's first/last sampled accuracy, reward and KL (#16)
+    grpo_metrics: str = "metrics/grpo.json"
     # per-model evaluation metrics: <eval_metrics_dir>/<model>.json
     eval_metrics_dir: str = "metrics/eval"
     # Table 2 rows (the paper's models 1-4)
     table2_models: list[str] = ["format", "direct", "cot", "both"]
-    # Table 6 rows: SFT vs DPO vs the controls
-    table6_models: list[str] = ["both", "dpo", "cont_sft", "rft"]
+    # Table 6 rows: SFT vs DPO (rounds 1 and 2) vs GRPO vs the controls
+    table6_models: list[str] = ["both", "dpo", "dpo_r2", "grpo", "cont_sft", "rft"]
     # row labels (model name -> label)
     labels: dict[str, str] = {
         "format": "1 format only", "direct": "2 direct only", "cot": "3 CoT only", "both": "4 both (SFT)",
-        "dpo": "6 SFT + DPO", "cont_sft": "control: continued SFT", "rft": "control: RFT (own correct samples)",
+        "dpo": "6 SFT + DPO", "dpo_r2": "6b SFT + DPO, round 2", "grpo": "7 SFT + GRPO",
+        "cont_sft": "control: continued SFT", "rft": "control: RFT (own correct samples)",
     }
     # rerank curve CSVs (rerank_<dataset>.csv) and the rerank metrics
     plots_dir: str = "metrics/plots/rerank"
@@ -99,7 +100,7 @@ def build_report(cfg: Config) -> tuple[str, list[Path]]:
         if p.is_file():
             per_model[m] = read_json(p)
     for title, models in (("Table 2: SFT data mixes", cfg.table2_models),
-                          ("Table 6: SFT vs DPO vs controls", cfg.table6_models)):
+                          ("Table 6: SFT vs DPO vs GRPO vs controls", cfg.table6_models)):
         md.append(f"## {title}\n")
         have = [m for m in models if m in per_model]
         if have:
@@ -127,11 +128,18 @@ def build_report(cfg: Config) -> tuple[str, list[Path]]:
     else:
         md.append(missing(cfg.pairs_metrics, "pairs"))
     if Path(cfg.dpo_metrics).is_file():
-        d = read_json(cfg.dpo_metrics)
-        keys = [k for k in ("pairs", "global_step", "train_loss", "last_rewards_margins", "last_rewards_accuracies",
-                            "train_runtime") if k in d]
-        md.append("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n| "
-                  + " | ".join(f"{d[k]:.4g}" for k in keys) + " |\n")
+        md.append(R.stats_row(read_json(cfg.dpo_metrics), ["pairs", "global_step", "train_loss", "last_rewards_margins",
+                                                            "last_rewards_accuracies", "train_runtime"]))
+
+    md.append("## GRPO training (#16, beyond the paper)\n")
+    if Path(cfg.grpo_metrics).is_file():
+        md.append("Sampled accuracy, reward and KL to the SFT model over the first and last logged steps "
+                  "(the held-out scores are Table 6's grpo row):\n")
+        md.append(R.stats_row(read_json(cfg.grpo_metrics), [
+            "questions", "global_step", "first_accuracy", "last_accuracy", "first_reward", "last_reward", "last_kl",
+            "last_completions_mean_length", "train_runtime"]))
+    else:
+        md.append(missing(cfg.grpo_metrics, "grpo"))
 
     md.append("## Figures 6-7: reranking with the DPO reward\n")
     csvs = sorted(Path(cfg.plots_dir).glob("rerank_*.csv")) if Path(cfg.plots_dir).is_dir() else []
@@ -170,7 +178,7 @@ def build_report(cfg: Config) -> tuple[str, list[Path]]:
     if cfg.mlflow_runs:
         md.append("## MLflow runs (latest per stage)\n")
         try:
-            runs = R.latest_runs(STAGE_ORDER)
+            runs = R.latest_runs(list(STAGES))
         except Exception as e:  # the report must not die on a tracking-store problem
             runs = []
             md.append(f"_MLflow query failed: {type(e).__name__}: {e}_\n")

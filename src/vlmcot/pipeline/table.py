@@ -1,5 +1,5 @@
 """Stage `table`: gather every model's evaluation into metrics/eval.json, the paper's Table 2 (SFT
-mixes) and Table 6 (SFT vs DPO, with the controls).
+mixes) and Table 6 (SFT vs DPO, with the controls; issue #16 adds DPO's second round and GRPO).
 
 Rows are model x prompt (direct, CoT), columns the eval datasets plus the macro average, in percent.
 Only this small stage reruns when one model's evaluation changes.
@@ -32,13 +32,15 @@ class Config(StrictModel):
         "dpo": "6 SFT + DPO",
         "cont_sft": "SFT + more SFT (control)",
         "rft": "SFT + RFT (control)",
+        "dpo_r2": "6b SFT + DPO, round 2",
+        "grpo": "7 SFT + GRPO",
     }
     # all models' metrics merged (dvc metrics)
     out_json: str = "metrics/eval.json"
     # the Table 2 markdown
     out_md: str = "metrics/table2.md"
-    # Table 6 rows: the SFT model against DPO and the controls (empty: no Table 6)
-    table6_models: list[str] = ["both", "dpo", "cont_sft", "rft"]
+    # Table 6 rows: the SFT model against DPO (rounds 1 and 2), GRPO and the controls (empty: no Table 6)
+    table6_models: list[str] = ["both", "dpo", "dpo_r2", "grpo", "cont_sft", "rft"]
     # the Table 6 markdown
     table6_md: str = "metrics/table6.md"
 
@@ -78,7 +80,8 @@ def run(cfg: Config, tracker) -> None:
     Path(cfg.out_md).write_text(md)
     tracker.log_text(md, "table2.md")
     if cfg.table6_models:
-        md6 = "# Table 6 (embedded run): SFT vs DPO and controls, accuracy in percent\n\n" + tables(cfg.table6_models)
+        md6 = ("# Table 6 (embedded run): SFT vs DPO, GRPO and controls, accuracy in percent\n\n"
+               + tables(cfg.table6_models))
         Path(cfg.table6_md).write_text(md6)
         tracker.log_text(md6, "table6.md")
         md += "\n" + md6
