@@ -87,4 +87,5 @@ def test_a_beta_change_feeds_dpo_and_its_consumers_only(recorded, tmp_path):
             target.write_text(target.read_text() + "changed\n")
         _commit(repo, *sorted(new))
         stale = _stale(repo) | reached
-    assert reached == {"dpo", "dpo_round@r2", "evaluate@dpo", "table", "rerank", "credit", "claims", "report"}
+    assert reached == {"dpo", "dpo_round@r2", "evaluate@dpo", "evaluate@dpo_r2", "table", "rerank", "credit", "claims",
+                       "report"}

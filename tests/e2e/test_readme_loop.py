@@ -35,10 +35,10 @@ MICRO = {
     "sft": {"mixes": ["both"], "torch_threads": 1},
     "dpo": {"torch_threads": 1},
     "control": {"torch_threads": 1},
+    "dpo_round": {"torch_threads": 1},
     "sample": {"items": {"train": {"datasets": None, "max_per_dataset": None},
                          "eval": {"datasets": None, "max_per_dataset": None, "num_samples": None}}},
-    # Table 6: the models this loop evaluates (not grpo, nor iterative DPO's rounds)
-    "table": {"models": ["both"], "table6_models": ["both", "dpo", "cont_sft", "rft"]},
+    "table": {"models": ["both"]},
     "report": {"table2_models": ["both"]},
 }
 
@@ -100,8 +100,9 @@ def test_readme_change_one_thing_block(tmp_path, monkeypatch):
     (repo / "metrics/plots").mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "metrics/plots/answer_lengths.csv", repo / "metrics/plots/answer_lengths.csv")
     p = "params.yaml"
-    steps = [("base", None), ("sft", "both"), ("sample", "train"), ("pairs", None), ("dpo", None),
-             ("control", "cont_sft"), ("control", "rft"), ("grpo", None), *[("evaluate", m) for m in ("both", "dpo", "cont_sft", "rft")],
+    steps = [("base", None), ("sft", "both"), ("sample", "train"), ("pairs", None), ("dpo", None), ("dpo_round", "r2"),
+             ("control", "cont_sft"), ("control", "rft"), ("grpo", None),
+             *[("evaluate", m) for m in ("both", "dpo", "cont_sft", "rft", "grpo", "dpo_r2")],
              ("sample", "eval"), ("table", None), ("rerank", None), ("credit", None), ("claims", None), ("report", None)]
     for stage, item in steps:
         assert main(stage, p, item=item) == 0, (stage, item)
@@ -118,8 +119,8 @@ def test_readme_change_one_thing_block(tmp_path, monkeypatch):
     ran = set(re.findall(r"Running stage '([^']+)'", run.stdout + run.stderr))
     # what the change feeds (tests/test_dag.py checks the declared DAG); a consumer whose inputs came out
     # byte-identical (table, when the micro DPO model answers the eval questions as before) is skipped
-    fed = {"dpo", "evaluate@dpo", "table", "rerank", "credit", "claims", "report"}
-    assert {"dpo", "evaluate@dpo", "rerank", "credit", "claims", "report"} <= ran <= fed, run.stdout[-3000:]
+    fed = {"dpo", "dpo_round@r2", "evaluate@dpo", "evaluate@dpo_r2", "table", "rerank", "credit", "claims", "report"}
+    assert {"dpo", "dpo_round@r2", "evaluate@dpo", "rerank", "credit", "claims", "report"} <= ran <= fed, run.stdout[-3000:]
     changed = [ln for ln in subprocess.run(["git", "diff", "-U0", "params.yaml"], cwd=repo, capture_output=True,
                                            text=True).stdout.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]
     assert changed == ["-    beta: 0.1", "+    beta: 0.2"], changed  # the experiment's params diff: that key alone
@@ -127,7 +128,8 @@ def test_readme_change_one_thing_block(tmp_path, monkeypatch):
     # 2. compare: headline numbers only, what the change moved
     diff = _sh(repo, ".venv/bin/dvc metrics diff --md", env).stdout
     rows = [ln for ln in diff.splitlines() if ln.startswith("| metrics/")]
-    assert all(r.split("|")[1].strip() in ("metrics/paper/dpo.json", "metrics/paper/rerank.json") for r in rows), diff
+    assert all(r.split("|")[1].strip() in ("metrics/paper/dpo.json", "metrics/paper/dpo_r2.json",
+                                                    "metrics/paper/rerank.json") for r in rows), diff
     show = _sh(repo, ".venv/bin/dvc metrics show", env).stdout
     assert max(len(ln) for ln in show.splitlines()) <= 120, show
     exp_show = _sh(repo, ".venv/bin/dvc exp show --only-changed --drop '(data|models|metrics)/.*'", env).stdout
