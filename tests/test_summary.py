@@ -13,13 +13,3 @@ def test_rerank_summary_takes_the_largest_n():
          "avg.oracle.n16": 0.58, "avg.weighted.n4": 0.11, "synth_chart.majority.n16": 0.2}
     assert rerank_summary(m) == {"n": 16, "majority": 12.5, "best_of_n": 10.0, "weighted": 13.3}
     assert rerank_summary({}) == {}
-
-
-def test_rerank_summary_puts_further_verifiers_beside_the_primary():
-    """A second verifier's best-of-N and weighted voting at the largest N join the headline; other N, the
-    oracle and per-dataset keys do not."""
-    m = {"avg.majority.n16": 0.125, "avg.best_of_n.n16": 0.1, "avg.weighted.n16": 0.13333,
-         "avg.best_of_n.grpo.n16": 0.2, "avg.weighted.grpo.n16": 0.15, "avg.weighted.grpo.n8": 0.9,
-         "avg.oracle.n16": 0.58, "synth_chart.weighted.grpo.n16": 0.9}
-    assert rerank_summary(m) == {"n": 16, "majority": 12.5, "best_of_n": 10.0, "weighted": 13.3,
-                                 "best_of_n.grpo": 20.0, "weighted.grpo": 15.0}

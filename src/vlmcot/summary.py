@@ -31,9 +31,7 @@ def eval_summary(metrics: dict[str, float], model: str) -> dict[str, float]:
 
 
 def rerank_summary(metrics: dict[str, float]) -> dict[str, float]:
-    """Figures 6-7 at the largest N: accuracy of majority voting, best-of-N and DPO-weighted voting, %;
-    and best-of-N and weighted voting under each further verifier v (``best_of_n.<v>``, ``weighted.<v>``:
-    vlmcot.pipeline.rerank), so `dvc metrics show` puts the verifiers side by side."""
+    """Figures 6-7 at the largest N: accuracy of majority voting, best-of-N and DPO-weighted voting, %."""
     ns = [int(k.rsplit(".n", 1)[1]) for k in metrics if k.startswith("avg.majority.n")]
     if not ns:
         return {}
@@ -42,8 +40,4 @@ def rerank_summary(metrics: dict[str, float]) -> dict[str, float]:
     for method in ("majority", "best_of_n", "weighted"):
         if f"avg.{method}.n{n}" in metrics:
             out[method] = pct(metrics[f"avg.{method}.n{n}"])
-    for k in sorted(metrics):  # avg.<method>.<verifier>.n<N>
-        parts = k.split(".")
-        if len(parts) == 4 and parts[0] == "avg" and parts[1] in ("best_of_n", "weighted") and parts[3] == f"n{n}":
-            out[f"{parts[1]}.{parts[2]}"] = pct(metrics[k])
     return out

@@ -29,7 +29,9 @@ at N = 1, 2, 4, ... of self-consistency (majority vote), best-of-N, weighted vot
   mean reward gap of correct over wrong candidates ``<dataset>.reward_gap[.<v>]``;
 - ``per_question``: one row per question at its dataset's largest N (id, dataset, n, one 0-1 value per
   column, the share of its subsets the method got right): what the claims stage's paired bootstrap
-  resamples. Averaged per dataset these rows are exactly the curves' last point.
+  resamples. Averaged per dataset these rows are exactly the curves' last point;
+- ``summary``: the DVC metrics headline at the largest N, % (vlmcot.summary.rerank_summary, plus
+  ``best_of_n.<v>`` and ``weighted.<v>`` per other verifier).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from pydantic import Field, field_validator, model_validator
 from vlmcot.config import StrictModel
 from vlmcot.errors import StageError
 from vlmcot.io import output_path, read_jsonl, write_csv, write_json, write_jsonl
-from vlmcot.summary import rerank_summary, write_summary
+from vlmcot.summary import pct, rerank_summary, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -332,6 +334,21 @@ def per_question_rows(cfg: Config, rows: list[dict], records) -> list[dict]:
     return out
 
 
+def headline(cfg: Config, metrics: dict[str, float]) -> dict[str, float]:
+    """The DVC metrics headline: vlmcot.summary.rerank_summary (majority, best-of-N and weighted voting of the
+    primary verifier at the largest N, %), and beside it each other verifier's ``best_of_n.<v>`` and
+    ``weighted.<v>``, so `dvc metrics show` and `dvc metrics diff` compare the verifiers."""
+    from vlmcot.voting import REWARD_METHODS
+
+    out = rerank_summary(metrics)
+    for v in list(cfg.verifiers)[1:]:
+        for m in REWARD_METHODS:
+            key = f"avg.{column(cfg, m, v)}.n{out.get('n')}"
+            if key in metrics:
+                out[column(cfg, m, v)] = pct(metrics[key])
+    return out
+
+
 def write_curves(plots_dir: str | Path, curves: dict[str, dict]) -> list[Path]:
     """One ``rerank_<dataset>.csv`` per dataset. The label comes from the records: it is sanitised and
     the file checked to land inside ``plots_dir`` (a dataset called ``../../x`` must not write elsewhere)."""
@@ -424,6 +441,6 @@ def run(cfg: Config, tracker) -> None:
                 gap = statistics.fmean(good) - statistics.fmean(badr)
                 metrics[column(cfg, f"{ds}.reward_gap", name)] = round(gap, 6)
     write_json(cfg.metrics, metrics)
-    write_summary(cfg.summary, rerank_summary(metrics))
+    write_summary(cfg.summary, headline(cfg, metrics))
     tracker.log_metrics(metrics)
     log.info("rerank: %s", {k: v for k, v in metrics.items() if k.startswith("avg.")})
