@@ -89,3 +89,83 @@ def test_a_beta_change_feeds_dpo_and_its_consumers_only(recorded, tmp_path):
         stale = _stale(repo) | reached
     assert reached == {"dpo", "dpo_round@r2", "evaluate@dpo", "evaluate@dpo_r2", "table", "rerank", "credit", "claims",
                        "report"}
+
+
+# --- dvc.yaml agrees with rerank.verifiers and credit's models ---------------------------------------------
+# DVC templating cannot loop inside a deps list, so each verifier's policy and reference are listed in the
+# rerank stage one by one (${rerank.verifiers.<name>.policy}); a verifier added to params.yaml without them
+# would rerank with a model whose retraining never makes the stage stale.
+
+
+def _resolved_deps(tmp: Path, params: dict | None = None) -> dict[str, list[str]]:
+    """Each stage's deps as DVC resolves dvc.yaml's templating against ``params`` (default: params.yaml)."""
+    import yaml
+    from dvc.repo import Repo
+
+    shutil.copy(ROOT / "dvc.yaml", tmp / "dvc.yaml")
+    if params is None:
+        shutil.copy(ROOT / "params.yaml", tmp / "params.yaml")
+    else:
+        (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    Repo.init(str(tmp), no_scm=True).close()
+    with Repo(str(tmp)) as r:
+        return {s.name: [d.def_path for d in s.deps] for s in r.index.stages}
+
+
+def missing_verifier_deps(params: dict, deps: dict[str, list[str]]) -> list[str]:
+    """One line per verifier model (rerank.verifiers.<name>.policy / .reference) the rerank stage does not list."""
+    listed = {os.path.normpath(d) for d in deps["rerank"]}
+    return [f"rerank.verifiers.{name}.{role}: {path} is not a dep of dvc.yaml's rerank stage; add "
+            f"`- ${{rerank.verifiers.{name}.{role}}}` to its deps"
+            for name, v in params["rerank"]["verifiers"].items() for role in ("policy", "reference")
+            for path in [v[role]] if os.path.normpath(path) not in listed]
+
+
+def _params() -> dict:
+    from vlmcot.config import load_params
+
+    return load_params(ROOT / "params.yaml")
+
+
+def test_every_rerank_verifier_model_is_a_dep(tmp_path):
+    params = _params()
+    deps = _resolved_deps(tmp_path)
+    assert missing_verifier_deps(params, deps) == []
+    assert {"models/dpo", "models/grpo", "models/sft/both"} <= set(deps["rerank"])
+
+
+def test_a_verifier_added_without_its_deps_is_named(tmp_path):
+    """The check above can fail: the round-2 DPO model as a verifier, params only, is reported by key."""
+    params = _params()
+    params["rerank"]["verifiers"]["dpo_r2"] = {"policy": "models/dpo_rounds/r2", "reference": "models/dpo"}
+    missing = missing_verifier_deps(params, _resolved_deps(tmp_path, params))
+    assert missing == ["rerank.verifiers.dpo_r2.policy: models/dpo_rounds/r2 is not a dep of dvc.yaml's rerank "
+                       "stage; add `- ${rerank.verifiers.dpo_r2.policy}` to its deps"]
+
+
+def test_credit_deps_follow_its_model_params(tmp_path):
+    """`dvc exp run -S credit.policy=models/grpo` makes credit depend on the model it then reads."""
+    params = _params()
+    deps = _resolved_deps(tmp_path)["credit"]
+    assert params["credit"]["policy"] in deps and params["credit"]["reference"] in deps
+    params["credit"]["policy"] = "models/grpo"
+    (tmp_path / "exp").mkdir()
+    deps = _resolved_deps(tmp_path / "exp", params)["credit"]
+    assert "models/grpo" in deps and "models/dpo" not in deps
+
+
+def test_the_rerank_plot_draws_the_columns_the_stage_writes():
+    """dvc.yaml's rerank plot lists exactly the curve columns the stage writes for params.yaml's verifiers
+    (columns computed by the stage's own code on a one-question stand-in)."""
+    import yaml
+
+    from vlmcot.config import parse_section
+    from vlmcot.pipeline import rerank
+    from vlmcot.voting import Question
+
+    cfg = parse_section(rerank.Config, _params()["rerank"], "rerank")
+    q = {v: [Question("q", ["1", "2"], [0.0, 1.0], lambda a: a == "1")] for v in cfg.verifiers}
+    written = set(rerank.verifier_curves(cfg, q, None))
+    plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+    drawn = next(p["metrics/plots/rerank"] for p in plots if isinstance(p, dict) and "metrics/plots/rerank" in p)
+    assert set(drawn["y"]) == written, "rerank.verifiers and dvc.yaml's metrics/plots/rerank y columns disagree"

@@ -42,6 +42,19 @@ class Page(HTMLParser):
             self.divs.append(a["id"])
 
 
+def _rerank_stand_ins(plots_dir: Path) -> None:
+    """The rerank curves as the stage writes them for params.yaml's verifiers (its own code, on one stand-in
+    question): the committed CSVs are the last run's, which may predate a verifier dvc.yaml now draws."""
+    from vlmcot.config import load_params, parse_section
+    from vlmcot.pipeline import rerank
+    from vlmcot.voting import Question
+
+    cfg = parse_section(rerank.Config, load_params(ROOT / "params.yaml")["rerank"], "rerank")
+    q = {v: [Question("q", ["1", "2", "1", "2"], [0.0, 1.0, 0.5, -1.0], lambda a: a == "1")] for v in cfg.verifiers}
+    curves = rerank.verifier_curves(cfg, q, None)
+    rerank.write_curves(plots_dir, {ds: curves for ds in ("synth_chart", "synth_doc", "synth_geo", "synth_sci")})
+
+
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("plots")
@@ -49,10 +62,11 @@ def page(tmp_path_factory) -> Path:
         shutil.copy(ROOT / name, repo / name)
     shutil.copytree(ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local"))
     shutil.copytree(ROOT / "metrics" / "plots", repo / "metrics" / "plots",
-                    ignore=shutil.ignore_patterns("train"))
+                    ignore=shutil.ignore_patterns("train", "rerank"))
     (repo / "metrics/plots/train").mkdir()
     for name, text in TRAIN.items():
         (repo / f"metrics/plots/train/{name}.csv").write_text(text)
+    _rerank_stand_ins(repo / "metrics/plots/rerank")
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     r = subprocess.run([DVC, "plots", "show", "-o", "out"], cwd=repo, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -1,6 +1,7 @@
-"""The DPO model as a verifier: rerank sampled candidates (paper section 5.2, Figures 6 and 7).
+"""A trained model as a verifier: rerank sampled candidates (paper section 5.2, Figures 6 and 7).
 
-A candidate y's reward is the DPO implicit reward against the SFT reference,
+A candidate y's reward is the implicit reward of a KL-regularised policy against its reference (the
+paper's: the DPO model against the SFT model; a GRPO model against its KL reference reads the same way),
 
     r(y) = beta * sum_t ( log pi_dpo(y_t | x, V, y_<t) - log pi_sft(y_t | x, V, y_<t) ),
 
@@ -39,6 +40,8 @@ import numpy as np
 Weighting = str  # "softmax" | "rank" | "raw"
 WEIGHTINGS = ("softmax", "rank", "raw")
 METHODS = ("majority", "best_of_n", "weighted", "oracle")
+# the methods that read the rewards (majority voting and the oracle do not: one verifier's run gives them all)
+REWARD_METHODS = ("best_of_n", "weighted")
 
 
 def normalize_answer(answer: str) -> str:

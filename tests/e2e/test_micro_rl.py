@@ -52,7 +52,8 @@ def micro_params(root: Path) -> Path:
                                   save_steps=1000, max_length=256)},
         "evaluate": {"models": {"both": "models/sft/both", "dpo": "models/dpo", "cont_sft": "models/control/cont_sft",
                                 "rft": "models/control/rft"}, "generation": gen},
-        "rerank": {"n_subsets": 4},
+        # the DPO model alone: this run trains no GRPO model (the embedded default reranks with both)
+        "rerank": {"n_subsets": 4, "verifiers": {"dpo": {"policy": "models/dpo", "reference": "models/sft/both"}}},
         "credit": {"num_pairs": 2},
         "report": {"table2_models": ["both"]},
     }

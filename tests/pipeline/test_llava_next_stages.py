@@ -46,11 +46,14 @@ def test_rerank_rewards_on_llava_next(models, monkeypatch):
                     split="eval", metric="exact")
     cands = [Candidate(id="q1", sample=i, text=t, extracted=None, correct=i == 0, dataset="d")
              for i, t in enumerate(["### Answer: red", "### Answer: blue"])]
-    cfg = rerank.Config(policy="dpo", reference="sft", dtype="bfloat16", device="auto", batch_size=2)
+    cfg = rerank.Config(verifiers={"dpo": {"policy": "dpo", "reference": "sft"}}, dtype="bfloat16", device="auto",
+                        batch_size=2)
     # the beta the dpo stage saved beside its model scales the reward
     (models / "dpo" / "vlmcot_config.json").write_text(json.dumps({"train": {"beta": 0.25}}))
     outs = rerank.candidate_logprobs(cfg, cands, {"q1": rec})
-    rows, unscorable = rerank.reward_rows(cands, outs["dpo"], outs["sft"], rerank.policy_beta(cfg.policy))
+    assert set(outs) == {"dpo", "sft"}  # keyed by model path
+    scored = {"dpo": rerank.VerifierLogprobs(outs["dpo"], outs["sft"], rerank.policy_beta("dpo"))}
+    rows, unscorable = rerank.reward_rows(cands, scored)
     assert unscorable == [] and len(rows) == 2 and all(r["tokens"] > 0 and r["reward"] == r["reward"] for r in rows)
     assert all(r["reward"] == pytest.approx(0.25 * (r["logp_dpo"] - r["logp_sft"])) for r in rows)
 

@@ -30,7 +30,8 @@ SECTION = "credit"
 class Config(StrictModel):
     # preference pairs (the pairs stage's output)
     pairs: str = "data/pairs/pairs.jsonl"
-    # the DPO model and its SFT reference
+    # the model whose per-token log-ratio is drawn, and the reference it was trained from: the DPO model and
+    # its SFT reference (`-S credit.policy=models/grpo` draws the GRPO model's; dvc.yaml's deps follow both keys)
     policy: str = "models/dpo"
     reference: str = "models/sft/both"
     # how many pairs to draw (each gives a chosen and a rejected example)

@@ -1,43 +1,70 @@
-"""Stage `rerank`: the DPO model as a verifier of the SFT model's samples (paper 5.2, Figures 6 and 7).
+"""Stage `rerank`: trained models as verifiers of the SFT model's samples (paper 5.2, Figures 6 and 7).
 
     python stages/rerank.py          # same as: vlmcot rerank
 
-For every held-out candidate (``sample@eval``) the reward is r(y) = beta * sum over response tokens of
-log pi_dpo - log pi_sft (vlmcot.voting.sequence_reward, the one definition; log-probs from vlmcot.logprobs,
-teacher-forced, batched). A candidate whose reward is not finite (an inf or nan log-prob) is named in
-the log, counted (``unscorable``) and left out; they count against ``max_bad_rate`` with the malformed
-rows. beta is the one the policy was
-trained with, read from the resolved config the dpo stage saved beside it (``<policy>/vlmcot_config.json``,
-``train.beta``), never restated here. Then, per dataset, accuracy at
-N = 1, 2, 4, ... of self-consistency (majority vote), best-of-N, weighted voting and the oracle
+Each verifier (``verifiers``: name -> policy and reference) gives every held-out candidate (``sample@eval``)
+the reward r(y) = beta * sum over response tokens of log pi_policy - log pi_reference
+(vlmcot.voting.sequence_reward, the one definition; log-probs from vlmcot.logprobs, teacher-forced,
+batched). The paper's verifier is the DPO model against the SFT model it was trained from; a GRPO model
+(KL-regularised against the same SFT model) or a later DPO round (against the round before) is read the
+same way. beta is the one the policy was trained with, read from the resolved config its stage saved
+beside it (``<policy>/vlmcot_config.json``, ``train.beta``), never restated here. A model several
+verifiers use (the SFT reference of both dpo and grpo) is loaded and scored once.
+
+The first verifier is the primary one: its reward is ``reward`` and its curves ``best_of_n`` and
+``weighted``, the names the claims stage, the report and the headline read. Every other verifier v adds
+``reward.<v>``, ``best_of_n.<v>`` and ``weighted.<v>``; majority voting and the oracle use no reward and
+are computed once. A candidate whose reward is not finite under some verifier (an inf or nan log-prob) is
+named in the log, counted (``unscorable``) and left out for every verifier, so all methods vote over the
+same candidates; they count against ``max_bad_rate`` with the malformed rows. Then, per dataset, accuracy
+at N = 1, 2, 4, ... of self-consistency (majority vote), best-of-N, weighted voting and the oracle
 (pass@N) via vlmcot.voting.rerank_curves. Writes:
 
-- ``rewards``: one row per candidate (id, sample, logp_dpo, logp_sft, reward, tokens);
-- ``<plots_dir>/rerank_<dataset>.csv``: columns n, majority, best_of_n, weighted, oracle (DVC plots);
-- ``metrics``: ``<dataset>.<method>.n<N>`` and ``avg.<method>.n<N>`` (macro average over datasets);
+- ``rewards``: one row per candidate: id, sample, dataset, extracted, correct, tokens, the primary's
+  summed log-probs ``logp_dpo`` (policy) and ``logp_sft`` (reference) and ``reward``, and per other
+  verifier v ``logp_policy.<v>``, ``logp_reference.<v>`` and ``reward.<v>``;
+- ``<plots_dir>/rerank_<dataset>.csv``: columns n, majority, best_of_n, weighted, oracle, and
+  best_of_n.<v>, weighted.<v> per other verifier (DVC plots);
+- ``metrics``: ``<dataset>.<column>.n<N>`` and ``avg.<column>.n<N>`` (macro average over datasets), the
+  mean reward gap of correct over wrong candidates ``<dataset>.reward_gap[.<v>]``;
 - ``per_question``: one row per question at its dataset's largest N (id, dataset, n, one 0-1 value per
-  method, the share of its subsets the method got right): what the claims stage's paired bootstrap
-  resamples. Averaged per dataset these rows are exactly the curves' last point.
+  column, the share of its subsets the method got right): what the claims stage's paired bootstrap
+  resamples. Averaged per dataset these rows are exactly the curves' last point;
+- ``summary``: the DVC metrics headline at the largest N, % (vlmcot.summary.rerank_summary, plus
+  ``best_of_n.<v>`` and ``weighted.<v>`` per other verifier).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from vlmcot.config import StrictModel
 from vlmcot.errors import StageError
 from vlmcot.io import output_path, read_jsonl, write_csv, write_json, write_jsonl
-from vlmcot.summary import rerank_summary, write_summary
+from vlmcot.summary import pct, rerank_summary, write_summary
 
 log = logging.getLogger(__name__)
 
 SECTION = "rerank"
+
+
+class Verifier(StrictModel):
+    """One verifier: r(y) = beta * sum_t [log pi_policy - log pi_reference], beta the policy's own."""
+
+    # the trained model whose log-ratio is the reward (a dpo, dpo_round or grpo stage's out_dir: its
+    # vlmcot_config.json holds train.beta)
+    policy: str
+    # the model the policy was trained from and regularised towards (its DPO reference or GRPO KL reference)
+    reference: str
 
 
 class Config(StrictModel):
@@ -45,10 +72,14 @@ class Config(StrictModel):
     candidates: str = "data/sample/eval/candidates.jsonl"
     # the VQA records they answer
     records: str = "data/prepared/eval.jsonl"
-    # the verifier: the DPO model
-    policy: str = "models/dpo"
-    # its reference: the SFT model the candidates came from
-    reference: str = "models/sft/both"
+    # the verifiers by name; the first is the primary one (columns best_of_n, weighted: what the claims,
+    # the report and the headline read), every other v adds best_of_n.<v> and weighted.<v>
+    verifiers: dict[str, Verifier] = {
+        # the paper's verifier: the DPO model against the SFT model it was trained from
+        "dpo": Verifier(policy="models/dpo", reference="models/sft/both"),
+        # online RL (#16): GRPO from the same SFT model, which is also its KL reference
+        "grpo": Verifier(policy="models/grpo", reference="models/sft/both"),
+    }
     # weighted voting: softmax of rewards / temperature, rank weights, or raw rewards
     weighting: Literal["softmax", "rank", "raw"] = "softmax"
     # softmax temperature for weighted voting
@@ -88,38 +119,72 @@ class Config(StrictModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_beta(cls, data):
+    def _removed_keys(cls, data):
         if isinstance(data, dict) and "beta" in data:
             raise ValueError(
-                "rerank.beta was removed: the reward's beta is the DPO model's own (dpo.train.beta), read from "
-                "<policy>/vlmcot_config.json; delete the key (change dpo.train.beta and rerun dpo to change it)")
+                "rerank.beta was removed: each verifier's beta is its policy's own (dpo.train.beta, grpo.train.beta), "
+                "read from <policy>/vlmcot_config.json; delete the key (change dpo.train.beta and rerun dpo to "
+                "change it)")
+        old = [k for k in ("policy", "reference") if isinstance(data, dict) and k in data]
+        if old:
+            raise ValueError(
+                f"rerank.{' and rerank.'.join(old)} {'was' if len(old) == 1 else 'were'} replaced by rerank.verifiers, "
+                "name -> {policy, reference} (the first is the primary verifier), e.g. verifiers: {dpo: {policy: "
+                "models/dpo, reference: models/sft/both}}; set rerank.verifiers.<name>.policy / .reference instead")
         return data
 
+    @field_validator("verifiers")
+    @classmethod
+    def _names(cls, v: dict[str, Verifier]) -> dict[str, Verifier]:
+        if not v:
+            raise ValueError("name at least one verifier (the first is the primary one)")
+        for name in v:
+            # the name is a suffix of CSV columns and of dotted metric keys
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                raise ValueError(f"verifier name {name!r} must be letters, digits, '_' or '-' (no '.')")
+        return v
 
-# the resolved config the dpo stage saves beside its model (vlmcot.pipeline.dpo)
+    @property
+    def primary(self) -> str:
+        """The first verifier: its columns keep the plain names (best_of_n, weighted, reward)."""
+        return next(iter(self.verifiers))
+
+
+def column(cfg: Config, name: str, verifier: str) -> str:
+    """A verifier's column or metric name: ``name`` for the primary verifier, ``<name>.<verifier>`` otherwise."""
+    return name if verifier == cfg.primary else f"{name}.{verifier}"
+
+
+# the resolved config the dpo and grpo stages save beside their model (vlmcot.pipeline.dpo, .grpo)
 POLICY_CONFIG = "vlmcot_config.json"
 
 
 def policy_beta(policy: str | Path) -> float:
-    """The beta the DPO policy was trained with (``train.beta`` of its saved resolved config)."""
+    """The beta the policy was trained with (``train.beta`` of its saved resolved config)."""
     import json
 
     path = Path(policy) / POLICY_CONFIG
     if not path.is_file():
-        raise StageError(f"{path} not found: the reward's beta comes from the config the dpo stage saves beside "
-                         "its model; point rerank.policy at a model the dpo stage wrote")
+        raise StageError(f"{path} not found: the reward's beta comes from the config the dpo or grpo stage saves "
+                         "beside its model; point rerank.verifiers.<name>.policy at a model such a stage wrote")
     try:
         beta = json.loads(path.read_text(encoding="utf-8"))["train"]["beta"]
     except (ValueError, KeyError, TypeError) as e:
-        raise StageError(f"{path}: no train.beta in the saved DPO config ({type(e).__name__}: {e})") from None
+        raise StageError(f"{path}: no train.beta in the saved config ({type(e).__name__}: {e})") from None
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
-        raise StageError(f"{path}: train.beta must be a positive number, got {beta!r}")
+        raise StageError(f"{path}: train.beta must be a positive number (the reward is beta times the log-ratio "
+                         f"to the reference), got {beta!r}")
     return float(beta)
 
 
+def model_key(path: str | Path) -> str:
+    """One key per model folder however it is spelt (``models/sft/both/`` is ``models/sft/both``)."""
+    return os.path.normpath(path)
+
+
 def candidate_logprobs(cfg: Config, cands, records) -> dict[str, list]:
-    """Each candidate's per-token log-probs (vlmcot.logprobs.ResponseLogprobs) under the policy ("dpo")
-    and the reference ("sft"), in candidate order."""
+    """Each candidate's per-token log-probs (vlmcot.logprobs.ResponseLogprobs) in candidate order, under
+    every model a verifier names, keyed by model_key(path): a model several verifiers use is scored once."""
     from vlmcot.logprobs import ScoreRequest, response_logprobs
     from vlmcot.models import load_model_and_processor
     from vlmcot.models.loading import free_device_memory
@@ -127,36 +192,58 @@ def candidate_logprobs(cfg: Config, cands, records) -> dict[str, list]:
 
     prompts = {qid: build_prompt(rec, "cot", cfg.prompt_style) for qid, rec in records.items()}
     reqs = [ScoreRequest(f"{c.id}#{c.sample}", records[c.id].image, prompts[c.id], c.text) for c in cands]
-    outs = {}
-    for name, path in (("dpo", cfg.policy), ("sft", cfg.reference)):
+    outs: dict[str, list] = {}
+    for path in (p for v in cfg.verifiers.values() for p in (v.policy, v.reference)):
+        if model_key(path) in outs:
+            continue
         # one model at a time on the device (two 8B models need not fit together)
         model, processor = load_model_and_processor(path, dtype=cfg.dtype, device=cfg.device)
-        outs[name] = response_logprobs(model, processor, reqs, batch_size=cfg.batch_size, root=cfg.root,
-                                       include_eos=cfg.include_eos, progress=True)
+        outs[model_key(path)] = response_logprobs(model, processor, reqs, batch_size=cfg.batch_size, root=cfg.root,
+                                                  include_eos=cfg.include_eos, progress=True)
         del model
         free_device_memory()
     return outs
 
 
-def reward_rows(cands, dpo_outs, sft_outs, beta: float) -> tuple[list[dict], list[str]]:
-    """One row per candidate with a finite reward (vlmcot.voting.sequence_reward): summed log-probs under
-    DPO and SFT, the reward, the token count; and one line per candidate left out, naming it and why.
+class VerifierLogprobs(NamedTuple):
+    """One verifier's inputs to the reward, per candidate in candidate order."""
+
+    policy: Sequence  # ResponseLogprobs under the policy
+    reference: Sequence  # ResponseLogprobs under the reference
+    beta: float
+
+
+def reward_rows(cands, verifiers: dict[str, VerifierLogprobs]) -> tuple[list[dict], list[str]]:
+    """One row per candidate with a finite reward under every verifier (vlmcot.voting.sequence_reward):
+    summed log-probs under each verifier's policy and reference, its reward, the token count; and one line
+    per candidate left out, naming it, the verifier and why. The first verifier is the primary one
+    (``logp_dpo``, ``logp_sft``, ``reward``); another v writes ``logp_policy.<v>``, ``logp_reference.<v>``,
+    ``reward.<v>``.
 
     A non-finite log-prob (or the two models scoring a different number of tokens) makes that candidate's
     reward meaningless, not the run's: it is skipped here and counted against max_bad_rate by the caller.
     """
     from vlmcot.voting import sequence_reward
 
+    primary = next(iter(verifiers))
     rows, unscorable = [], []
-    for c, d, s in zip(cands, dpo_outs, sft_outs, strict=True):
-        try:
-            reward = sequence_reward(d.logprobs, s.logprobs, beta)
-        except ValueError as e:
-            unscorable.append(f"{c.id}#{c.sample}: {e} (logp_dpo {d.total}, logp_sft {s.total})")
-            continue
-        rows.append({"id": c.id, "sample": c.sample, "dataset": c.dataset, "extracted": c.extracted,
-                     "correct": c.correct, "logp_dpo": d.total, "logp_sft": s.total,
-                     "reward": reward, "tokens": len(d.token_ids)})
+    for i, c in enumerate(cands):
+        row = {"id": c.id, "sample": c.sample, "dataset": c.dataset, "extracted": c.extracted, "correct": c.correct}
+        for name, v in verifiers.items():
+            d, s = v.policy[i], v.reference[i]
+            try:
+                reward = sequence_reward(d.logprobs, s.logprobs, v.beta)
+            except ValueError as e:
+                unscorable.append(f"{c.id}#{c.sample}: verifier {name}: {e} (logp policy {d.total}, "
+                                  f"logp reference {s.total})")
+                break
+            if name == primary:
+                row.update({"logp_dpo": d.total, "logp_sft": s.total, "reward": reward})
+            else:
+                row.update({f"logp_policy.{name}": d.total, f"logp_reference.{name}": s.total,
+                            f"reward.{name}": reward})
+        else:
+            rows.append({**row, "tokens": len(verifiers[primary].policy[i].token_ids)})
     return rows, unscorable
 
 
@@ -167,8 +254,9 @@ def check_bad_rate(cfg: Config, bad: list[str], n_rows: int) -> None:
                          f"{cfg.max_bad_rate}; malformed, no record or no finite reward); first: {bad[0]}")
 
 
-def questions_by_dataset(cfg: Config, rows: list[dict], records) -> dict[str, list]:
-    """Reward rows grouped into vlmcot.voting.Question per question (sample order), per dataset (sorted)."""
+def questions_by_dataset(cfg: Config, rows: list[dict], records, reward: str = "reward") -> dict[str, list]:
+    """Reward rows grouped into vlmcot.voting.Question per question (sample order), per dataset (sorted);
+    ``reward`` names the row field that holds the verifier's reward."""
     from vlmcot.metrics import get_metric
     from vlmcot.voting import Question
 
@@ -184,8 +272,32 @@ def questions_by_dataset(cfg: Config, rows: list[dict], records) -> dict[str, li
         def is_correct(a: str, rec=rec, metric=metric) -> bool:
             return float(metric.score(a, rec.all_answers(), rec.choices)) >= cfg.min_score
 
-        by_ds[rec.dataset].append(Question(qid, [r["extracted"] for r in rs], [r["reward"] for r in rs], is_correct))
+        by_ds[rec.dataset].append(Question(qid, [r["extracted"] for r in rs], [r[reward] for r in rs], is_correct))
     return {ds: by_ds[ds] for ds in sorted(by_ds)}
+
+
+def verifier_questions(cfg: Config, rows: list[dict], records) -> dict[str, dict[str, list]]:
+    """{dataset: {verifier: [Question]}}: the same questions and answers, each verifier's rewards."""
+    out: dict[str, dict[str, list]] = defaultdict(dict)
+    for v in cfg.verifiers:
+        for ds, qs in questions_by_dataset(cfg, rows, records, column(cfg, "reward", v)).items():
+            out[ds][v] = qs
+    return dict(out)
+
+
+def verifier_curves(cfg: Config, qs_by_verifier: dict[str, list], ns: list[int] | None) -> dict[str, dict[int, float]]:
+    """{column: {N: accuracy}}: every method under the primary verifier (plain names, so a one-verifier
+    run gives the same numbers), and the reward-using methods under each other one (``<method>.<v>``).
+    Subsets are seeded per question and N, so every verifier votes over the same subsets."""
+    from vlmcot.voting import METHODS, REWARD_METHODS, rerank_curves
+
+    out: dict[str, dict[int, float]] = {}
+    for v, qs in qs_by_verifier.items():
+        methods = METHODS if v == cfg.primary else REWARD_METHODS
+        c = rerank_curves(qs, ns=ns, n_subsets=cfg.n_subsets, seed=cfg.seed, weighting=cfg.weighting,
+                          temperature=cfg.temperature, methods=methods)
+        out.update({column(cfg, m, v): pts for m, pts in c.items()})
+    return out
 
 
 def dataset_ns(cfg: Config, qs: list) -> list[int] | None:
@@ -198,28 +310,42 @@ def dataset_ns(cfg: Config, qs: list) -> list[int] | None:
 
 
 def curves_by_dataset(cfg: Config, rows: list[dict], records) -> dict[str, dict[str, dict[int, float]]]:
-    from vlmcot.voting import rerank_curves
-
-    return {ds: rerank_curves(qs, ns=dataset_ns(cfg, qs), n_subsets=cfg.n_subsets, seed=cfg.seed,
-                              weighting=cfg.weighting, temperature=cfg.temperature)
-            for ds, qs in questions_by_dataset(cfg, rows, records).items()}
+    out = {}
+    for ds, by_v in verifier_questions(cfg, rows, records).items():
+        out[ds] = verifier_curves(cfg, by_v, dataset_ns(cfg, by_v[cfg.primary]))
+    return out
 
 
 def per_question_rows(cfg: Config, rows: list[dict], records) -> list[dict]:
-    """Each question's score per method at its dataset's largest N: rerank_curves on that question alone
+    """Each question's score per column at its dataset's largest N: the curves on that question alone
     (its subsets are seeded per question and N, so they are the ones the curves drew)."""
-    from vlmcot.voting import default_ns, rerank_curves
+    from vlmcot.voting import default_ns
 
     out = []
-    for ds, qs in questions_by_dataset(cfg, rows, records).items():
+    for ds, by_v in verifier_questions(cfg, rows, records).items():
+        qs = by_v[cfg.primary]
         ns = dataset_ns(cfg, qs) or default_ns(min(len(q.answers) for q in qs))
         if not ns:
             continue
         n = max(ns)
-        for q in qs:
-            c = rerank_curves([q], ns=[n], n_subsets=cfg.n_subsets, seed=cfg.seed, weighting=cfg.weighting,
-                              temperature=cfg.temperature)
+        for i, q in enumerate(qs):
+            c = verifier_curves(cfg, {v: [vqs[i]] for v, vqs in by_v.items()}, [n])
             out.append({"id": q.id, "dataset": ds, "n": n, **{m: round(c[m][n], 6) for m in sorted(c)}})
+    return out
+
+
+def headline(cfg: Config, metrics: dict[str, float]) -> dict[str, float]:
+    """The DVC metrics headline: vlmcot.summary.rerank_summary (majority, best-of-N and weighted voting of the
+    primary verifier at the largest N, %), and beside it each other verifier's ``best_of_n.<v>`` and
+    ``weighted.<v>``, so `dvc metrics show` and `dvc metrics diff` compare the verifiers."""
+    from vlmcot.voting import REWARD_METHODS
+
+    out = rerank_summary(metrics)
+    for v in list(cfg.verifiers)[1:]:
+        for m in REWARD_METHODS:
+            key = f"avg.{column(cfg, m, v)}.n{out.get('n')}"
+            if key in metrics:
+                out[column(cfg, m, v)] = pct(metrics[key])
     return out
 
 
@@ -257,14 +383,18 @@ def flat_metrics(curves: dict[str, dict[str, dict[int, float]]]) -> dict[str, fl
 
 
 def run(cfg: Config, tracker) -> None:
+    import time
+
     from vlmcot.records import read_candidates, validate_vqa
 
     for p in (cfg.candidates, cfg.records):
         if not Path(p).is_file():
             raise StageError(f"input not found: {p} (run sample@eval / prepare first)")
-    for p in (cfg.policy, cfg.reference):
-        if not Path(p).is_dir():
-            raise StageError(f"model not found: {p}")
+    for name, v in cfg.verifiers.items():
+        for role, p in (("policy", v.policy), ("reference", v.reference)):
+            if not Path(p).is_dir():
+                raise StageError(f"model not found: {p} (rerank.verifiers.{name}.{role}; run the stage that writes "
+                                 "it, or remove the verifier)")
     cands, errors = read_candidates(cfg.candidates)
     records, _ = validate_vqa(read_jsonl(cfg.records))
     recs = {r.id: r for r in records}
@@ -277,11 +407,18 @@ def run(cfg: Config, tracker) -> None:
     cands = [c for c in cands if c.id in recs]
     if not cands:
         raise StageError(f"{cfg.candidates}: no candidates to rerank")
-    beta = policy_beta(cfg.policy)
-    log.info("reward beta %g (from %s)", beta, Path(cfg.policy) / POLICY_CONFIG)
-    tracker.log_metrics({"beta": beta})
+    betas = {name: policy_beta(v.policy) for name, v in cfg.verifiers.items()}  # before scoring: fails in seconds
+    for name, beta in betas.items():
+        log.info("verifier %s: reward beta %g (from %s)", name, beta, Path(cfg.verifiers[name].policy) / POLICY_CONFIG)
+    tracker.log_metrics({column(cfg, "beta", name): beta for name, beta in betas.items()})
+    t0 = time.perf_counter()
     outs = candidate_logprobs(cfg, cands, recs)
-    rows, unscorable = reward_rows(cands, outs["dpo"], outs["sft"], beta)
+    scoring_s = time.perf_counter() - t0
+    log.info("scored %d candidates under %d models in %.1f s", len(cands), len(outs), scoring_s)
+    tracker.log_metrics({"scoring_s": round(scoring_s, 1)})
+    scored = {name: VerifierLogprobs(outs[model_key(v.policy)], outs[model_key(v.reference)], betas[name])
+              for name, v in cfg.verifiers.items()}
+    rows, unscorable = reward_rows(cands, scored)
     for line in unscorable[:20]:
         log.warning("skipped (no finite reward) %s", line)
     check_bad_rate(cfg, bad + unscorable, n_rows)
@@ -294,13 +431,16 @@ def run(cfg: Config, tracker) -> None:
         tracker.log_artifact(path, "plots")
     metrics = flat_metrics(curves)
     metrics["unscorable"] = len(unscorable)  # candidates left out for a non-finite reward
-    # how well the reward alone separates correct from wrong candidates (mean reward gap)
+    # how well each reward alone separates correct from wrong candidates (mean reward gap)
     for ds in sorted({r["dataset"] for r in rows}):
-        good = [r["reward"] for r in rows if r["dataset"] == ds and r["correct"]]
-        badr = [r["reward"] for r in rows if r["dataset"] == ds and not r["correct"]]
-        if good and badr:
-            metrics[f"{ds}.reward_gap"] = round(statistics.fmean(good) - statistics.fmean(badr), 6)
+        for name in cfg.verifiers:
+            key = column(cfg, "reward", name)
+            good = [r[key] for r in rows if r["dataset"] == ds and r["correct"]]
+            badr = [r[key] for r in rows if r["dataset"] == ds and not r["correct"]]
+            if good and badr:
+                gap = statistics.fmean(good) - statistics.fmean(badr)
+                metrics[column(cfg, f"{ds}.reward_gap", name)] = round(gap, 6)
     write_json(cfg.metrics, metrics)
-    write_summary(cfg.summary, rerank_summary(metrics))
+    write_summary(cfg.summary, headline(cfg, metrics))
     tracker.log_metrics(metrics)
     log.info("rerank: %s", {k: v for k, v in metrics.items() if k.startswith("avg.")})
