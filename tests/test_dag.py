@@ -135,12 +135,12 @@ def test_every_rerank_verifier_model_is_a_dep(tmp_path):
 
 
 def test_a_verifier_added_without_its_deps_is_named(tmp_path):
-    """The check above can fail: the round-2 DPO model as a verifier, params only, is reported by key."""
+    """The check above can fail: a round-3 DPO model added as a verifier, params only, is reported by key."""
     params = _params()
-    params["rerank"]["verifiers"]["dpo_r2"] = {"policy": "models/dpo_rounds/r2", "reference": "models/dpo"}
+    params["rerank"]["verifiers"]["dpo_r3"] = {"policy": "models/dpo_rounds/r3", "reference": "models/dpo_rounds/r2"}
     missing = missing_verifier_deps(params, _resolved_deps(tmp_path, params))
-    assert missing == ["rerank.verifiers.dpo_r2.policy: models/dpo_rounds/r2 is not a dep of dvc.yaml's rerank "
-                       "stage; add `- ${rerank.verifiers.dpo_r2.policy}` to its deps"]
+    assert missing == ["rerank.verifiers.dpo_r3.policy: models/dpo_rounds/r3 is not a dep of dvc.yaml's rerank "
+                       "stage; add `- ${rerank.verifiers.dpo_r3.policy}` to its deps"]
 
 
 def test_credit_deps_follow_its_model_params(tmp_path):

@@ -14,7 +14,8 @@ from vlmcot.evaluation import format_table, markdown_table
 # the GRPO model as the verifier (#16), drawn where the rerank outputs have it.
 RERANK_LABELS = {"majority": "self-consistency (majority)", "best_of_n": "best-of-N (DPO reward)",
                  "weighted": "weighted voting (DPO reward)", "best_of_n.grpo": "best-of-N (GRPO verifier)",
-                 "weighted.grpo": "weighted voting (GRPO verifier)", "oracle": "oracle (pass@N)"}
+                 "weighted.grpo": "weighted voting (GRPO verifier)", "best_of_n.dpo_r2": "best-of-N (DPO round 2)",
+                 "weighted.dpo_r2": "weighted voting (DPO round 2)", "oracle": "oracle (pass@N)"}
 
 
 def counts_table(metrics: dict[str, float], columns: list[tuple[str, str]], total_key: str = "total") -> str:
@@ -87,7 +88,8 @@ def plot_rerank(csv_path: str | Path, png_path: str | Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=120)
     styles = {"majority": ("#555555", "o", "-"), "best_of_n": ("#e66101", "s", "-"),
               "weighted": ("#2166ac", "^", "-"), "best_of_n.grpo": ("#e66101", "s", "--"),
-              "weighted.grpo": ("#2166ac", "^", "--"), "oracle": ("#999999", "", ":")}
+              "weighted.grpo": ("#2166ac", "^", "--"), "best_of_n.dpo_r2": ("#e66101", "s", "-."),
+              "weighted.dpo_r2": ("#2166ac", "^", "-."), "oracle": ("#999999", "", ":")}
     for m in [c for c in RERANK_LABELS if rows and c in rows[0]]:
         color, marker, ls = styles[m]
         ax.plot(ns, [100 * float(r[m]) for r in rows], marker=marker, linestyle=ls, color=color,

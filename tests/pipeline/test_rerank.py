@@ -69,10 +69,12 @@ def test_bad_verifiers_are_refused_naming_the_key(verifiers, match):
         parse_section(Config, {**params, "verifiers": verifiers}, "rerank")
 
 
-def test_the_embedded_verifiers_are_dpo_first_then_grpo():
+def test_the_embedded_verifiers_are_dpo_first_then_grpo_and_dpo_round_2():
     cfg = parse_section(Config, load_params("params.yaml")["rerank"], "rerank")
-    assert cfg.primary == "dpo" and list(cfg.verifiers) == ["dpo", "grpo"]
+    assert cfg.primary == "dpo" and list(cfg.verifiers) == ["dpo", "grpo", "dpo_r2"]
     assert (cfg.verifiers["grpo"].policy, cfg.verifiers["grpo"].reference) == ("models/grpo", "models/sft/both")
+    # a DPO round's reference is the round before it
+    assert (cfg.verifiers["dpo_r2"].policy, cfg.verifiers["dpo_r2"].reference) == ("models/dpo_rounds/r2", "models/dpo")
 
 
 def test_per_question_rows_average_to_the_curves_last_point():
@@ -91,7 +93,8 @@ def test_per_question_rows_average_to_the_curves_last_point():
             for s in range(6 if q % 2 else 5):  # 5 or 6 candidates: N = 5 draws subsets of the 6
                 rows.append({"id": qid, "sample": s, "dataset": ds, "extracted": str((q + s) % 3),
                              "reward": float((q * 7 + s * 3) % 5), "reward.grpo": float((q + s * 4) % 3)})
-    cfg = Config(ns=[1, 2, 5], n_subsets=4)
+    cfg = Config(ns=[1, 2, 5], n_subsets=4, verifiers={"dpo": {"policy": "p", "reference": "r"},
+                                                       "grpo": {"policy": "g", "reference": "r"}})
     curves = curves_by_dataset(cfg, rows, recs)
     pq = per_question_rows(cfg, rows, recs)
     assert len(pq) == 12 and {r["n"] for r in pq} == {5}

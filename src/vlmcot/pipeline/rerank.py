@@ -79,6 +79,8 @@ class Config(StrictModel):
         "dpo": Verifier(policy="models/dpo", reference="models/sft/both"),
         # online RL (#16): GRPO from the same SFT model, which is also its KL reference
         "grpo": Verifier(policy="models/grpo", reference="models/sft/both"),
+        # iterative DPO (#16): round 2 against round 1, its reference
+        "dpo_r2": Verifier(policy="models/dpo_rounds/r2", reference="models/dpo"),
     }
     # weighted voting: softmax of rewards / temperature, rank weights, or raw rewards
     weighting: Literal["softmax", "rank", "raw"] = "softmax"
