@@ -29,7 +29,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 TEACHER_PORT = 18431  # configs/paper-cpu-smoke.yaml
 MODELS = ["models/sft/format", "models/sft/direct", "models/sft/cot", "models/sft/both", "models/dpo",
-          "models/control/cont_sft", "models/control/rft"]
+          "models/control/cont_sft", "models/control/rft", "models/grpo", "models/dpo_rounds/r2"]
 
 
 def _copy_repo(dst: Path) -> None:
@@ -181,9 +181,11 @@ def test_paper_profile_runs_end_to_end_on_cpu(tmp_path):
     assert "MISSING" not in plan and "needs:" not in plan
     assert teacher.total > 0
     repro = outs["dvc repro"]
-    for stage in ("evaluate@format", "evaluate@rft", "sample@train", "sample@eval"):  # its own model's server
+    for stage in ("evaluate@format", "evaluate@rft", "evaluate@grpo", "evaluate@dpo_r2", "sample@train", "sample@eval",
+                  "dpo_round@r2"):  # its own model's server
         assert f"Running stage '{stage}'" in repro
-    assert repro.count("starting server 0") == 9  # 7 evaluate items + 2 sample items
+    # 9 evaluate items + 2 sample items + the DPO round's sampling from models/dpo
+    assert repro.count("starting server 0") == 12
     for out in ["data/prepared/train.jsonl", "data/distill/replies.jsonl", "data/filter/cot.jsonl",
                 "data/mix/both.jsonl", *[f"{m}/config.json" for m in MODELS], "data/pairs/pairs.jsonl",
                 "metrics/table2.md", "metrics/rerank.json", "data/credit/credit.png", "reports/report.md"]:
