@@ -1,9 +1,10 @@
-"""Checkpoints that resume only into the run that wrote them, and the final save (shared by the SFT and DPO
-wrappers).
+"""Checkpoints that resume only into the run that wrote them, the training run itself and the final save
+(shared by the SFT, DPO and GRPO wrappers).
 
 A run's :func:`config_hash` (everything that shapes it: config, mix, row ids) is written beside its
-checkpoints; :func:`prepare_checkpoint_dir` resumes from the newest complete checkpoint only when the
-hash matches, and otherwise starts fresh. A killed run's partial checkpoint is removed, never loaded.
+checkpoints; :func:`prepare_checkpoint_dir` resumes from the newest complete checkpoint only when the hash
+matches, and otherwise starts fresh. A killed run's partial checkpoint is removed, never loaded. :func:`train_and_save`
+is the part of a wrapper after its Trainer exists: train (from that checkpoint), save, drop the checkpoints.
 """
 
 from __future__ import annotations
@@ -71,3 +72,26 @@ def save_final(trainer, processor, cfg, output_dir: Path, checkpoint_dir: Path) 
         processor.save_pretrained(str(output_dir))
         if not cfg.keep_checkpoints:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
+def train_and_save(trainer, processor, cfg, resume: Path | None, output_dir: Path,
+                   checkpoint_dir: Path) -> dict[str, float]:
+    """What every wrapper does once its Trainer exists: train, resuming from ``resume`` (what
+    :func:`prepare_checkpoint_dir` answered before the Trainer was built: a checkpoint of this same run,
+    or None), then :func:`save_final` (on every rank). Returns the trainer's final metrics (train_loss,
+    train_runtime, ...) plus ``global_step``; a wrapper adds its own from ``trainer.state`` after."""
+    if resume is not None:
+        log.info("resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    metrics = dict(result.metrics)
+    metrics["global_step"] = trainer.state.global_step
+    save_final(trainer, processor, cfg, output_dir, checkpoint_dir)  # every rank
+    return metrics
+
+
+def logged_scalars(entry: dict | None, prefix: str) -> dict[str, float]:
+    """The numbers of one Trainer log entry (``trainer.state.log_history``) as ``<prefix>_<key>`` with
+    ``/`` as ``_`` (``rewards/margins`` -> ``last_rewards_margins``), epoch and step left out; the DPO and
+    GRPO wrappers report their first / last logged diagnostics this way. None: nothing."""
+    return {f"{prefix}_{k.replace('/', '_')}": float(v) for k, v in (entry or {}).items()
+            if isinstance(v, (int, float)) and k not in ("epoch", "step")}
