@@ -29,7 +29,7 @@ from pydantic import Field
 from vlmcot.config import ConfigError, StrictModel
 from vlmcot.errors import StageError
 from vlmcot.io import read_jsonl
-from vlmcot.training.checkpoints import config_hash
+from vlmcot.training.checkpoints import run_hash
 from vlmcot.training.launch import LaunchConfig, WorkerJob, accelerate_launch, run_training, run_worker
 from vlmcot.training.sft import TrainConfig
 
@@ -173,8 +173,8 @@ def train_item(cfg: Config, item: str, n_steps: int, report_to: list[str]) -> di
     processor = load_processor(cfg.sft_model)
     out = Path(cfg.out_dir) / item
     stats = train_sft(model, processor, rows, train_cfg, out, Path(cfg.checkpoint_dir) / item,
-                      run_hash=config_hash(cfg, train_cfg, item, [r["id"] for r in rows]), report_to=report_to,
-                      run_name=f"control-{item}")
+                      run_hash=run_hash(cfg, train_cfg, item, start_model=cfg.sft_model, rows=rows),
+                      report_to=report_to, run_name=f"control-{item}")
     stats.update(rows=len(rows), bad_rows=len(errors), matched_steps=n_steps)
     return stats
 

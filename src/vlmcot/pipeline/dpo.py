@@ -25,7 +25,7 @@ from pydantic import Field
 from vlmcot.config import StrictModel
 from vlmcot.errors import StageError
 from vlmcot.io import read_jsonl
-from vlmcot.training.checkpoints import config_hash
+from vlmcot.training.checkpoints import run_hash
 from vlmcot.training.dpo import DPOTrainConfig
 from vlmcot.training.launch import LaunchConfig, WorkerJob, accelerate_launch, run_training, run_worker
 
@@ -107,7 +107,8 @@ def train(cfg: Config, report_to: list[str]) -> dict[str, float]:
     ref = model_loader(cfg.sft_model, cfg.dtype)  # not loaded with LoRA (the adapter-off policy is the reference)
     processor = load_processor(cfg.sft_model)
     stats = train_dpo(policy, ref, processor, rows, cfg.train, cfg.out_dir, cfg.checkpoint_dir,
-                      run_hash=config_hash(cfg, [r["id"] for r in rows]), report_to=report_to, run_name="dpo")
+                      run_hash=run_hash(cfg, start_model=cfg.sft_model, rows=rows), report_to=report_to,
+                      run_name="dpo")
     stats["pairs"] = len(rows)
     stats["bad_pairs"] = bad
     return stats

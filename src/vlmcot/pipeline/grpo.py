@@ -33,7 +33,7 @@ from pydantic import Field
 
 from vlmcot.config import ConfigError, StrictModel
 from vlmcot.errors import StageError
-from vlmcot.training.checkpoints import config_hash
+from vlmcot.training.checkpoints import run_hash
 from vlmcot.training.grpo import GRPOTrainConfig
 from vlmcot.training.launch import LaunchConfig, WorkerJob, accelerate_launch, run_training, run_worker
 
@@ -159,9 +159,10 @@ def train(cfg: Config, report_to: list[str]) -> dict[str, float]:
     policy = model_loader(cfg.sft_model, master_dtype(cfg.dtype, cfg.train, cfg.launch),
                           **quantization_kwargs(cfg.train.lora, cfg.dtype))
     processor = load_processor(cfg.sft_model)
+    # the records too: the rewards score against each record's answer, which the prompt rows do not hold
+    key = run_hash(cfg, [r.model_dump(mode="json") for r in records], start_model=cfg.sft_model, rows=rows)
     stats = train_grpo(policy, processor, rows, funcs, weights, cfg.train, cfg.out_dir, cfg.checkpoint_dir,
-                       run_hash=config_hash(cfg, [r["id"] for r in rows]), correct_at=cfg.min_score,
-                       report_to=report_to, run_name="grpo")
+                       run_hash=key, correct_at=cfg.min_score, report_to=report_to, run_name="grpo")
     stats["questions"] = len(rows)
     stats["bad_questions"] = bad
     return stats

@@ -24,7 +24,7 @@ from pydantic import Field
 from vlmcot.config import StrictModel
 from vlmcot.errors import StageError
 from vlmcot.io import read_jsonl
-from vlmcot.training.checkpoints import config_hash
+from vlmcot.training.checkpoints import run_hash
 from vlmcot.training.launch import LaunchConfig, WorkerJob, accelerate_launch, run_training, run_worker
 from vlmcot.training.sft import TrainConfig
 
@@ -129,7 +129,7 @@ def train_mix(cfg: Config, mix: str, report_to: list[str]) -> dict[str, float]:
         cfg.train,
         out,
         ckpt,
-        run_hash=config_hash(cfg, mix, [r["id"] for r in rows]),
+        run_hash=run_hash(cfg, mix, start_model=cfg.base_model, rows=rows),
         report_to=report_to,
         run_name=f"sft-{mix}",
     )
