@@ -25,6 +25,8 @@ from pathlib import Path
 
 from vlmcot.evaluation import score_response
 from vlmcot.generation import GenerationBackend, GenerationConfig, GenRequest
+# model_identity lives in vlmcot.models.loading (the training layer keys its checkpoints on it too; below both)
+from vlmcot.models.loading import model_identity
 from vlmcot.prompts import build_prompt
 from vlmcot.records import Candidate, VQARecord
 
@@ -35,22 +37,6 @@ def chunk_seed(seed: int, chunk: int, group: str) -> int:
     """A 31-bit seed private to one (seed, chunk, temperature group), stable across runs and platforms."""
     digest = hashlib.sha256(f"{seed}\x00{chunk}\x00{group}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-def model_identity(model: str) -> str:
-    """What a resumed chunk must have been drawn from: a local model folder's path plus every file's
-    relative path, size and modification time (the sft stage retrains into the same folder, and a partial
-    file keyed on the path alone once resumed 32 of 38 chunks drawn from the model before); any other name
-    (a hub id, a served model) as it is. Metadata, not content: hashing an 8B model's 16 GB on every run
-    is not worth it, and a false "changed" only costs a re-sample."""
-    p = Path(model)
-    if not model or not p.is_dir():  # Path("") is the working directory: never walk it
-        return model
-    h = hashlib.sha256(model.encode())
-    for f in sorted(q for q in p.rglob("*") if q.is_file()):
-        st = f.stat()
-        h.update(f"\x00{f.relative_to(p).as_posix()}\x00{st.st_size}\x00{st.st_mtime_ns}".encode())
-    return f"{model}@{h.hexdigest()[:16]}"
 
 
 @dataclass

@@ -154,3 +154,66 @@ def test_accelerate_turns_the_node_command_into_torchrun_on_this_node(name):
     assert (args.rdzv_backend, args.rdzv_endpoint) == ("static", "gpu-a07:29500")
     assert env["ACCELERATE_USE_DEEPSPEED"] == "true"
     assert env["ACCELERATE_DEEPSPEED_CONFIG_FILE"].endswith(f"configs/deepspeed/{name}.json")
+
+
+
+def test_run_training_on_each_node_and_in_process(tmp_path, monkeypatch):
+    """The launch/worker plumbing every training stage runs through (vlmcot.training.launch.run_training,
+    run_worker): node 0 launches, its rank 0 writes the stats the stage reads back into its metrics and
+    MLflow; node 1 launches with its own copy of the spec and keeps no books; a failed launch is a
+    StageError naming the command; launch.distributed off trains in-process."""
+    import json
+
+    from tests.conftest import FakeTracker
+    from vlmcot.config import StrictModel
+    from vlmcot.errors import StageError
+    from vlmcot.training.launch import WorkerJob, run_training, run_worker
+
+    class Cfg(StrictModel):
+        torch_threads: int = 1
+        launch: LaunchConfig = LaunchConfig()
+
+    launched, returncode = [], 0
+
+    def fake_accelerate(cmd, env):  # what accelerate launch starts: one worker here
+        launched.append((cmd, env["VLMCOT_T_WORKER"], env["MLFLOW_RUN_ID"]))
+        if returncode == 0:
+            run_worker(cmd[-1], lambda spec: WorkerJob(1, tmp_path / "out", lambda: {"loss": spec["x"], "note": "s"}))
+        return subprocess.CompletedProcess(cmd, returncode)
+
+    monkeypatch.setattr(subprocess, "run", fake_accelerate)
+    tracker = FakeTracker()
+    tracker.run_id = "stage-run"
+
+    def run(cfg, train=lambda: {"loss": 9.0}):
+        run_training(cfg, tracker, out_dir=tmp_path / "out", spec={"x": 0.5},
+                     command=lambda c, path: accelerate_launch(c.launch, "vlmcot.pipeline.t", path),
+                     worker_env="VLMCOT_T_WORKER", train=train, what="T", metrics_path=tmp_path / "m.json",
+                     metrics_prefix="t.")
+
+    slurm = LaunchConfig(num_processes=2, cluster="slurm")
+    for k, v in slurm_env(1).items():
+        monkeypatch.setenv(k, v)
+    run(Cfg(launch=slurm))  # node 1: launches, then leaves the outputs to node 0
+    assert launched[-1][0][-1] == str(tmp_path / "out/launch_config.node1.json")
+    assert launched[-1][1:] == ("1", "stage-run")  # the worker flag and the stage's MLflow run, handed down
+    assert json.loads((tmp_path / "out/launch_config.node1.json").read_text()) == {"x": 0.5}
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "out/vlmcot_config.json").exists()
+
+    monkeypatch.setenv("SLURM_NODEID", "0")
+    run(Cfg(launch=slurm))  # node 0: rank 0's stats become the metrics (numbers only), prefixed in MLflow
+    assert launched[-1][0][-1] == str(tmp_path / "out/launch_config.json")
+    assert json.loads((tmp_path / "out/train_stats.json").read_text()) == {"loss": 0.5, "note": "s"}
+    assert json.loads((tmp_path / "m.json").read_text()) == {"loss": 0.5} and tracker.metrics == {"t.loss": 0.5}
+    assert json.loads((tmp_path / "out/vlmcot_config.json").read_text())["launch"]["cluster"] == "slurm"
+
+    returncode = 1
+    with pytest.raises(StageError, match=r"distributed T failed \(command: .*accelerate launch"):
+        run(Cfg(launch=slurm))
+
+    n = len(launched)
+    run(Cfg(), train=lambda: {"loss": 2.0})  # one process: trains here, launches nothing
+    assert len(launched) == n and tracker.metrics == {"t.loss": 2.0}
+    monkeypatch.setenv("VLMCOT_T_WORKER", "1")  # inside a launched worker: never launches again
+    run(Cfg(launch=slurm), train=lambda: {"loss": 3.0})
+    assert len(launched) == n and tracker.metrics == {"t.loss": 3.0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -20,6 +21,26 @@ def _check_path(path_or_id: str) -> None:
     hub_like = path_or_id.count("/") == 1 and not path_or_id.startswith((".", "/"))
     if not Path(path_or_id).is_dir() and not hub_like:
         raise FileNotFoundError(f"model directory not found: {path_or_id} (run the stage that writes it first)")
+
+
+def model_identity(model: str) -> str:
+    """What a model name stands for right now, for keying work that must not outlive the model: a local
+    model folder's path plus every file's relative path, size and modification time; any other name (a hub
+    id, a served model) as it is. Two users: `sample`'s partial file (the sft stage retrains into the same
+    folder, and a partial file keyed on the path alone once resumed 32 of 38 chunks drawn from the model
+    before) and the training checkpoints' run hash (vlmcot.training.checkpoints: a killed run must not
+    resume on top of a retrained starting model). Metadata, not content: hashing an 8B model's 16 GB on
+    every run is not worth it, and a false "changed" only costs a re-sample or a fresh start. Here, beside
+    loading (the same local-folder-or-name reading), because sampling and the training layer both key on
+    it and training, the lower layer, may not import sampling."""
+    p = Path(model)
+    if not model or not p.is_dir():  # Path("") is the working directory: never walk it
+        return model
+    h = hashlib.sha256(model.encode())
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        st = f.stat()
+        h.update(f"\x00{f.relative_to(p).as_posix()}\x00{st.st_size}\x00{st.st_mtime_ns}".encode())
+    return f"{model}@{h.hexdigest()[:16]}"
 
 
 def load_model(path_or_id: str, dtype: str = "float32", device: str | None = None, **pretrained_kw):

@@ -39,7 +39,7 @@ from vlmcot.prompts import (
     format_options,
 )
 from vlmcot.records import VQARecord
-from vlmcot.training.checkpoints import config_hash
+from vlmcot.training.checkpoints import run_hash
 from vlmcot.training.sft import TrainConfig, train_sft
 from vlmcot.training.text import TextPretrainConfig, pretrain_language_model
 from vlmcot.training.vision import VisionPretrainConfig, pretrain_vision_tower
@@ -237,7 +237,9 @@ def run(cfg: Config, tracker) -> None:
         cfg.train,
         cfg.out_dir,
         cfg.checkpoint_dir,
-        run_hash=config_hash(cfg, [r["id"] for r in rows]),
+        # no model folder to start from: the model is built here, from the config and a tokenizer trained on
+        # the records and tokenizer_texts (a rewritten mix changes it): its vocabulary stands for the start
+        run_hash=run_hash(cfg, tokenizer.get_vocab(), start_model=None, rows=rows),
         report_to=["mlflow"],
         run_name="base",
     )

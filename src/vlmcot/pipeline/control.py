@@ -16,23 +16,21 @@ With ``launch.num_processes > 1`` training re-launches under ``accelerate launch
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import shlex
-import subprocess
+import subprocess  # noqa: F401  (not called here: tests patch control.subprocess.run, which run_training calls)
 import sys
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from vlmcot.config import ConfigError, StrictModel, save_resolved
+from vlmcot.config import ConfigError, StrictModel
 from vlmcot.errors import StageError
-from vlmcot.io import read_json, read_jsonl, write_json
-from vlmcot.training.checkpoints import config_hash
-from vlmcot.training.launch import LaunchConfig, accelerate_launch
+from vlmcot.io import read_jsonl
+from vlmcot.training.checkpoints import run_hash
+from vlmcot.training.launch import LaunchConfig, WorkerJob, accelerate_launch, run_training, run_worker
 from vlmcot.training.sft import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -149,7 +147,7 @@ def dry_run(cfg: Config, item: str | None) -> None:
     item = _item(item)
     out = Path(cfg.out_dir) / item
     print(f"control {item}: from {cfg.sft_model}, {steps(cfg)} steps -> {out}")
-    if cfg.launch.num_processes > 1:
+    if cfg.launch.distributed:
         print(shlex.join(launch_command(cfg, str(out / "launch_config.json"))))
 
 
@@ -175,8 +173,8 @@ def train_item(cfg: Config, item: str, n_steps: int, report_to: list[str]) -> di
     processor = load_processor(cfg.sft_model)
     out = Path(cfg.out_dir) / item
     stats = train_sft(model, processor, rows, train_cfg, out, Path(cfg.checkpoint_dir) / item,
-                      run_hash=config_hash(cfg, train_cfg, item, [r["id"] for r in rows]), report_to=report_to,
-                      run_name=f"control-{item}")
+                      run_hash=run_hash(cfg, train_cfg, item, start_model=cfg.sft_model, rows=rows),
+                      report_to=report_to, run_name=f"control-{item}")
     stats.update(rows=len(rows), bad_rows=len(errors), matched_steps=n_steps)
     return stats
 
@@ -185,42 +183,23 @@ def run(cfg: Config, tracker, item: str | None = None) -> None:
     item = _item(item)
     tracker.set_tags({"control": item})
     n_steps = steps(cfg)
-    out = Path(cfg.out_dir) / item
-    if cfg.launch.num_processes > 1 and not os.environ.get(WORKER_ENV):
-        out.mkdir(parents=True, exist_ok=True)
-        cfg_path = out / "launch_config.json"
-        spec = {"item": item, "steps": n_steps, "config": cfg.model_dump(mode="json")}
-        cfg_path.write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
-        cmd = launch_command(cfg, str(cfg_path))
-        log.info("launching: %s", shlex.join(cmd))
-        env = {**os.environ, WORKER_ENV: "1", "MLFLOW_RUN_ID": tracker.run_id}
-        if subprocess.run(cmd, env=env).returncode != 0:
-            raise StageError(f"distributed training of control {item!r} failed (command: {shlex.join(cmd)})")
-        stats = json.loads((out / "train_stats.json").read_text())
-    else:
-        stats = train_item(cfg, item, n_steps, report_to=["mlflow"])
-    save_resolved(cfg, out / "vlmcot_config.json")
-    metrics = {k: float(v) for k, v in stats.items() if isinstance(v, (int, float))}
-    write_json(Path(cfg.metrics_dir) / f"{item}.json", metrics)
-    tracker.log_metrics({f"control.{item}.{k}": v for k, v in metrics.items()})
+    # the workers get the matched step count: they cannot recompute it (it reads the dpo section)
+    run_training(cfg, tracker, out_dir=Path(cfg.out_dir) / item,
+                 spec={"item": item, "steps": n_steps, "config": cfg.model_dump(mode="json")}, command=launch_command,
+                 worker_env=WORKER_ENV, train=lambda: train_item(cfg, item, n_steps, report_to=["mlflow"]),
+                 what=f"training of control {item!r}", metrics_path=Path(cfg.metrics_dir) / f"{item}.json",
+                 metrics_prefix=f"control.{item}.")
 
 
 def worker_main(config_path: str) -> int:
-    """Entry of each process under ``accelerate launch``: train, rank 0 writes the stats."""
-    import torch
-    import torch.distributed as dist
+    """Entry of each process under ``accelerate launch`` (vlmcot.training.launch.run_worker)."""
 
-    from vlmcot.tracking import configure
+    def job(spec: dict) -> WorkerJob:
+        cfg = Config.model_validate(spec["config"])
+        return WorkerJob(cfg.torch_threads, Path(cfg.out_dir) / spec["item"],
+                         lambda: train_item(cfg, spec["item"], int(spec["steps"]), report_to=["mlflow"]))
 
-    configure()
-    spec = json.loads(Path(config_path).read_text())
-    cfg = Config.model_validate(spec["config"])
-    # the params' thread count, as vlmcot.stage.main and the sft/dpo workers set it: not the environment's
-    torch.set_num_threads(cfg.torch_threads)
-    stats = train_item(cfg, spec["item"], int(spec["steps"]), report_to=["mlflow"])
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        write_json(Path(cfg.out_dir) / spec["item"] / "train_stats.json", stats)
-    return 0
+    return run_worker(config_path, job)
 
 
 if __name__ == "__main__":

@@ -15,21 +15,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from vlmcot.config import StrictModel, save_resolved
+from vlmcot.config import StrictModel
 from vlmcot.errors import StageError
-from vlmcot.io import read_jsonl, write_json
-from vlmcot.training.checkpoints import config_hash
+from vlmcot.io import read_jsonl
+from vlmcot.training.checkpoints import run_hash
 from vlmcot.training.dpo import DPOTrainConfig
-from vlmcot.training.launch import LaunchConfig, accelerate_launch, node_rank
+from vlmcot.training.launch import LaunchConfig, WorkerJob, accelerate_launch, run_training, run_worker
 
 log = logging.getLogger(__name__)
 
@@ -109,52 +107,28 @@ def train(cfg: Config, report_to: list[str]) -> dict[str, float]:
     ref = model_loader(cfg.sft_model, cfg.dtype)  # not loaded with LoRA (the adapter-off policy is the reference)
     processor = load_processor(cfg.sft_model)
     stats = train_dpo(policy, ref, processor, rows, cfg.train, cfg.out_dir, cfg.checkpoint_dir,
-                      run_hash=config_hash(cfg, [r["id"] for r in rows]), report_to=report_to, run_name="dpo")
+                      run_hash=run_hash(cfg, start_model=cfg.sft_model, rows=rows), report_to=report_to,
+                      run_name="dpo")
     stats["pairs"] = len(rows)
     stats["bad_pairs"] = bad
     return stats
 
 
 def run(cfg: Config, tracker) -> None:
-    out = Path(cfg.out_dir)
-    if cfg.launch.distributed and not os.environ.get(WORKER_ENV):
-        out.mkdir(parents=True, exist_ok=True)
-        rank = node_rank(cfg.launch.cluster, os.environ)
-        # nodes > 0 of a cluster write their own copy (same content): no node reads a half-written file
-        cfg_path = out / ("launch_config.json" if rank == 0 else f"launch_config.node{rank}.json")
-        cfg_path.write_text(json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
-        cmd = launch_command(cfg, str(cfg_path))
-        log.info("launching: %s", shlex.join(cmd))
-        env = {**os.environ, WORKER_ENV: "1", "MLFLOW_RUN_ID": tracker.run_id}
-        if subprocess.run(cmd, env=env, check=False).returncode != 0:
-            raise StageError(f"distributed DPO failed (command: {shlex.join(cmd)})")
-        if rank:
-            log.info("node %d: training done; node 0 writes the metrics and outputs", rank)
-            return
-        stats = json.loads((out / "train_stats.json").read_text())
-    else:
-        stats = train(cfg, report_to=["mlflow"])
-    save_resolved(cfg, out / "vlmcot_config.json")
-    metrics = {k: float(v) for k, v in stats.items() if isinstance(v, (int, float))}
-    write_json(cfg.metrics, metrics)
-    tracker.log_metrics({f"dpo.{k}": v for k, v in metrics.items()})
+    # the launch spec is the config itself
+    run_training(cfg, tracker, out_dir=Path(cfg.out_dir), spec=cfg.model_dump(mode="json"), command=launch_command,
+                 worker_env=WORKER_ENV, train=lambda: train(cfg, report_to=["mlflow"]), what="DPO",
+                 metrics_path=cfg.metrics, metrics_prefix="dpo.")
 
 
 def worker_main(config_path: str) -> int:
-    """Entry of each process under ``accelerate launch``: train, rank 0 writes the stats."""
-    import torch
-    import torch.distributed as dist
+    """Entry of each process under ``accelerate launch`` (vlmcot.training.launch.run_worker)."""
 
-    from vlmcot.tracking import configure
+    def job(spec: dict) -> WorkerJob:
+        cfg = Config.model_validate(spec)
+        return WorkerJob(cfg.torch_threads, Path(cfg.out_dir), lambda: train(cfg, report_to=["mlflow"]))
 
-    configure()
-    cfg = Config.model_validate(json.loads(Path(config_path).read_text()))
-    # the params' thread count, as vlmcot.stage.main sets it for a single process: not the environment's
-    torch.set_num_threads(cfg.torch_threads)
-    stats = train(cfg, report_to=["mlflow"])
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        write_json(Path(cfg.out_dir) / "train_stats.json", stats)
-    return 0
+    return run_worker(config_path, job)
 
 
 if __name__ == "__main__":

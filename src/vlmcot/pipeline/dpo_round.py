@@ -160,6 +160,7 @@ def plan_notes(cfg: Config) -> list[str]:
     import shlex
 
     from vlmcot.pipeline import load_stage
+    from vlmcot.training.launch import ClusterError
 
     notes = []
     for rnd in cfg.rounds:
@@ -169,8 +170,13 @@ def plan_notes(cfg: Config) -> list[str]:
             notes.append(f"dpo_round {rnd} WILL FAIL: {e}")
             continue
         gen = (f"{len(s.server.urls)} vLLM server(s)" if s.backend == "server" else s.backend)
-        train = (shlex.join(load_stage("dpo").launch_command(d, str(Path(d.out_dir) / "launch_config.json")))
-                 if d.launch.distributed else "in-process")
+        train = "in-process"
+        if d.launch.distributed:
+            try:
+                train = shlex.join(load_stage("dpo").launch_command(d, str(Path(d.out_dir) / "launch_config.json")))
+            except ClusterError:  # planned outside the allocation (as vlmcot.profile.plan says for dpo itself)
+                train = (f"one `accelerate launch` per {d.launch.cluster} node ({d.launch.num_processes} processes "
+                         "each; machine rank and rendezvous host from the job's environment)")
         notes.append(f"dpo_round {rnd}: {s.num_samples} samples per question from {s.model} ({gen}), pairs in "
                      f"[{p.low}, {p.high}], DPO from it ({d.train.num_train_epochs:g} epoch(s)): {train}")
     return notes

@@ -23,21 +23,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
-import subprocess
+import subprocess  # noqa: F401  (not called here: tests patch grpo.subprocess.run, which run_training calls)
 import sys
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from vlmcot.config import ConfigError, StrictModel, save_resolved
+from vlmcot.config import ConfigError, StrictModel
 from vlmcot.errors import StageError
-from vlmcot.io import write_json
-from vlmcot.training.checkpoints import config_hash
+from vlmcot.training.checkpoints import run_hash
 from vlmcot.training.grpo import GRPOTrainConfig
-from vlmcot.training.launch import LaunchConfig, accelerate_launch, node_rank
+from vlmcot.training.launch import LaunchConfig, WorkerJob, accelerate_launch, run_training, run_worker
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +159,10 @@ def train(cfg: Config, report_to: list[str]) -> dict[str, float]:
     policy = model_loader(cfg.sft_model, master_dtype(cfg.dtype, cfg.train, cfg.launch),
                           **quantization_kwargs(cfg.train.lora, cfg.dtype))
     processor = load_processor(cfg.sft_model)
+    # the records too: the rewards score against each record's answer, which the prompt rows do not hold
+    key = run_hash(cfg, [r.model_dump(mode="json") for r in records], start_model=cfg.sft_model, rows=rows)
     stats = train_grpo(policy, processor, rows, funcs, weights, cfg.train, cfg.out_dir, cfg.checkpoint_dir,
-                       run_hash=config_hash(cfg, [r["id"] for r in rows]), correct_at=cfg.min_score,
-                       report_to=report_to, run_name="grpo")
+                       run_hash=key, correct_at=cfg.min_score, report_to=report_to, run_name="grpo")
     stats["questions"] = len(rows)
     stats["bad_questions"] = bad
     return stats
@@ -172,50 +171,23 @@ def train(cfg: Config, report_to: list[str]) -> dict[str, float]:
 def run(cfg: Config, tracker) -> None:
     from vlmcot.pipeline import current_params_path
 
-    out = Path(cfg.out_dir)
-    if cfg.launch.distributed and not os.environ.get(WORKER_ENV):
-        out.mkdir(parents=True, exist_ok=True)
-        rank = node_rank(cfg.launch.cluster, os.environ)
-        # nodes > 0 of a cluster write their own copy (same content): no node reads a half-written file
-        cfg_path = out / ("launch_config.json" if rank == 0 else f"launch_config.node{rank}.json")
-        # the workers read the questions from the sample section of the same params file
-        spec = {"config": cfg.model_dump(mode="json"), "params_path": str(Path(current_params_path()).resolve())}
-        cfg_path.write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
-        cmd = launch_command(cfg, str(cfg_path))
-        log.info("launching: %s", shlex.join(cmd))
-        env = {**os.environ, WORKER_ENV: "1", "MLFLOW_RUN_ID": tracker.run_id}
-        if subprocess.run(cmd, env=env, check=False).returncode != 0:
-            raise StageError(f"distributed GRPO failed (command: {shlex.join(cmd)})")
-        if rank:
-            log.info("node %d: training done; node 0 writes the metrics and outputs", rank)
-            return
-        stats = json.loads((out / "train_stats.json").read_text())
-    else:
-        stats = train(cfg, report_to=["mlflow"])
-    save_resolved(cfg, out / "vlmcot_config.json")
-    metrics = {k: float(v) for k, v in stats.items() if isinstance(v, (int, float))}
-    write_json(cfg.metrics, metrics)
-    tracker.log_metrics({f"grpo.{k}": v for k, v in metrics.items()})
+    # the workers read the questions from the sample section of the same params file
+    spec = {"config": cfg.model_dump(mode="json"), "params_path": str(Path(current_params_path()).resolve())}
+    run_training(cfg, tracker, out_dir=Path(cfg.out_dir), spec=spec, command=launch_command, worker_env=WORKER_ENV,
+                 train=lambda: train(cfg, report_to=["mlflow"]), what="GRPO", metrics_path=cfg.metrics,
+                 metrics_prefix="grpo.")
 
 
 def worker_main(config_path: str) -> int:
-    """Entry of each process under ``accelerate launch``: train, rank 0 writes the stats."""
-    import torch
-    import torch.distributed as dist
-
+    """Entry of each process under ``accelerate launch`` (vlmcot.training.launch.run_worker)."""
     from vlmcot.pipeline import set_params_path
-    from vlmcot.tracking import configure
 
-    configure()
-    spec = json.loads(Path(config_path).read_text())
-    set_params_path(spec["params_path"])
-    cfg = Config.model_validate(spec["config"])
-    # the params' thread count, as vlmcot.stage.main sets it for a single process: not the environment's
-    torch.set_num_threads(cfg.torch_threads)
-    stats = train(cfg, report_to=["mlflow"])
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        write_json(Path(cfg.out_dir) / "train_stats.json", stats)
-    return 0
+    def job(spec: dict) -> WorkerJob:
+        set_params_path(spec["params_path"])
+        cfg = Config.model_validate(spec["config"])
+        return WorkerJob(cfg.torch_threads, Path(cfg.out_dir), lambda: train(cfg, report_to=["mlflow"]))
+
+    return run_worker(config_path, job)
 
 
 if __name__ == "__main__":

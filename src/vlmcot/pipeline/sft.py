@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from vlmcot.config import StrictModel, save_resolved
+from vlmcot.config import StrictModel
 from vlmcot.errors import StageError
-from vlmcot.io import read_jsonl, write_json
-from vlmcot.training.checkpoints import config_hash
-from vlmcot.training.launch import LaunchConfig, accelerate_launch, node_rank
+from vlmcot.io import read_jsonl
+from vlmcot.training.checkpoints import run_hash
+from vlmcot.training.launch import LaunchConfig, WorkerJob, accelerate_launch, run_training, run_worker
 from vlmcot.training.sft import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -131,7 +129,7 @@ def train_mix(cfg: Config, mix: str, report_to: list[str]) -> dict[str, float]:
         cfg.train,
         out,
         ckpt,
-        run_hash=config_hash(cfg, mix, [r["id"] for r in rows]),
+        run_hash=run_hash(cfg, mix, start_model=cfg.base_model, rows=rows),
         report_to=report_to,
         run_name=f"sft-{mix}",
     )
@@ -144,45 +142,20 @@ def run(cfg: Config, tracker, item: str | None = None) -> None:
     mix = _check_mix(cfg, item)
     _, out, _, metrics_path = _paths(cfg, mix)
     tracker.set_tags({"mix": mix})
-    if cfg.launch.distributed and not os.environ.get(WORKER_ENV):
-        out.mkdir(parents=True, exist_ok=True)
-        rank = node_rank(cfg.launch.cluster, os.environ)
-        # nodes > 0 of a cluster write their own copy (same content): no node reads a half-written file
-        cfg_path = out / ("launch_config.json" if rank == 0 else f"launch_config.node{rank}.json")
-        cfg_path.write_text(json.dumps(resolved(cfg, mix), indent=2, sort_keys=True) + "\n")
-        cmd = launch_command(cfg, str(cfg_path))
-        log.info("launching: %s", shlex.join(cmd))
-        env = {**os.environ, WORKER_ENV: "1", "MLFLOW_RUN_ID": tracker.run_id}
-        if subprocess.run(cmd, env=env).returncode != 0:
-            raise StageError(f"distributed training of mix {mix!r} failed (command: {shlex.join(cmd)})")
-        if rank:
-            log.info("node %d: training done; node 0 writes the metrics and outputs", rank)
-            return
-        stats = json.loads((out / "train_stats.json").read_text())
-    else:
-        stats = train_mix(cfg, mix, report_to=["mlflow"])
-    save_resolved(cfg, out / "vlmcot_config.json")
-    metrics = {k: float(v) for k, v in stats.items() if isinstance(v, (int, float))}
-    write_json(metrics_path, metrics)
-    tracker.log_metrics({f"sft.{mix}.{k}": v for k, v in metrics.items()})
+    run_training(cfg, tracker, out_dir=out, spec=resolved(cfg, mix), command=launch_command, worker_env=WORKER_ENV,
+                 train=lambda: train_mix(cfg, mix, report_to=["mlflow"]), what=f"training of mix {mix!r}",
+                 metrics_path=metrics_path, metrics_prefix=f"sft.{mix}.")
 
 
 def worker_main(config_path: str) -> int:
-    """Entry of each process under ``accelerate launch``: train, rank 0 writes the stats."""
-    import torch
-    import torch.distributed as dist
+    """Entry of each process under ``accelerate launch`` (vlmcot.training.launch.run_worker)."""
 
-    from vlmcot.tracking import configure
+    def job(spec: dict) -> WorkerJob:
+        cfg = Config.model_validate(spec["config"])
+        return WorkerJob(cfg.torch_threads, _paths(cfg, spec["mix"])[1],
+                         lambda: train_mix(cfg, spec["mix"], report_to=["mlflow"]))
 
-    configure()
-    spec = json.loads(Path(config_path).read_text())
-    cfg = Config.model_validate(spec["config"])
-    # the params' thread count, as vlmcot.stage.main sets it for a single process: not the environment's
-    torch.set_num_threads(cfg.torch_threads)
-    stats = train_mix(cfg, spec["mix"], report_to=["mlflow"])
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        write_json(Path(cfg.out_dir) / spec["mix"] / "train_stats.json", stats)
-    return 0
+    return run_worker(config_path, job)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from vlmcot.training.args import TrainArgs
-from vlmcot.training.checkpoints import prepare_checkpoint_dir, save_final
+from vlmcot.training.checkpoints import logged_scalars, prepare_checkpoint_dir, train_and_save
 from vlmcot.training.common import freeze, materialize, trainer_kwargs
 from vlmcot.training.lora import peft_config
 
@@ -149,17 +149,7 @@ def train_dpo(
         callbacks=callbacks,
         peft_config=peft_config(cfg.lora),
     )
-    if resume is not None:
-        log.info("resuming from %s", resume)
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
-    metrics = dict(result.metrics)
-    metrics["global_step"] = trainer.state.global_step
+    metrics = train_and_save(trainer, processor, cfg, resume, output_dir, checkpoint_dir)
     # last logged DPO diagnostics (rewards/margins/accuracies), for the stage's metrics file
-    for entry in reversed(trainer.state.log_history):
-        if "loss" in entry:
-            for k, v in entry.items():
-                if isinstance(v, (int, float)) and k not in ("epoch", "step"):
-                    metrics[f"last_{k.replace('/', '_')}"] = float(v)
-            break
-    save_final(trainer, processor, cfg, output_dir, checkpoint_dir)  # every rank
+    metrics.update(logged_scalars(next((e for e in reversed(trainer.state.log_history) if "loss" in e), None), "last"))
     return metrics

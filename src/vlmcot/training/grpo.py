@@ -44,7 +44,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from vlmcot.training.args import TrainArgs
-from vlmcot.training.checkpoints import prepare_checkpoint_dir, save_final
+from vlmcot.training.checkpoints import logged_scalars, prepare_checkpoint_dir, train_and_save
 from vlmcot.training.common import freeze, materialize, trainer_kwargs
 from vlmcot.training.lora import peft_config
 
@@ -344,15 +344,8 @@ def train_grpo(
         callbacks=callbacks,
         peft_config=peft_config(cfg.lora),
     )
-    if resume is not None:
-        log.info("resuming from %s", resume)
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
-    metrics = dict(result.metrics)
-    metrics["global_step"] = trainer.state.global_step
+    metrics = train_and_save(trainer, processor, cfg, resume, output_dir, checkpoint_dir)
     logged = [e for e in trainer.state.log_history if "reward" in e or "accuracy" in e]
-    for prefix, entry in (("first", logged[0] if logged else None), ("last", logged[-1] if logged else None)):
-        for k, v in (entry or {}).items():
-            if isinstance(v, (int, float)) and k not in ("epoch", "step"):
-                metrics[f"{prefix}_{k.replace('/', '_')}"] = float(v)
-    save_final(trainer, processor, cfg, output_dir, checkpoint_dir)  # every rank
+    metrics.update(logged_scalars(logged[0] if logged else None, "first"))
+    metrics.update(logged_scalars(logged[-1] if logged else None, "last"))
     return metrics

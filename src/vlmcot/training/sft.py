@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field
 
 from vlmcot.training.args import TrainArgs
-from vlmcot.training.checkpoints import prepare_checkpoint_dir, save_final
+from vlmcot.training.checkpoints import prepare_checkpoint_dir, train_and_save
 from vlmcot.training.common import materialize, trainer_kwargs
 from vlmcot.training.lora import peft_config
 
@@ -134,11 +134,6 @@ def train_sft(
     )
     trainer.vision_learning_rate = None if cfg.freeze_vision_tower else cfg.vision_learning_rate
     trainer.data_collator = NamedImageErrors(trainer.data_collator)
-    if resume is not None:
-        log.info("resuming from %s", resume)
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
-    metrics = dict(result.metrics)
-    metrics["global_step"] = trainer.state.global_step
+    metrics = train_and_save(trainer, processor, cfg, resume, output_dir, checkpoint_dir)
     metrics["resumed_from_step"] = int(resume.name.split("-")[-1]) if resume is not None else 0
-    save_final(trainer, processor, cfg, output_dir, checkpoint_dir)  # every rank
     return metrics
