@@ -82,7 +82,9 @@ def test_readme_change_one_thing_block(tmp_path, monkeypatch):
     rl = _load("micro_rl", ROOT / "tests/e2e/test_micro_rl.py")
     micro = yaml.safe_load(rl.micro_params(tmp_path).read_text())
     params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), _merge(micro, MICRO))
-    params["evaluate"]["models"] = micro["evaluate"]["models"]  # the micro models only, not merged in
+    # the micro models only, not merged in, plus the two #16 models this loop trains (grpo, DPO round 2)
+    params["evaluate"]["models"] = {**micro["evaluate"]["models"], "grpo": "models/grpo",
+                                    "dpo_r2": "models/dpo_rounds/r2"}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     from dvc.utils.hydra import apply_overrides
 

@@ -318,10 +318,8 @@ def test_two_verifiers_keep_the_primarys_numbers_add_their_own_and_score_a_share
             hits.append(pick == "1")
         assert m2[f"{ds}.best_of_n.grpo.n4"] == pytest.approx(sum(hits) / len(hits))
     assert m2["avg.best_of_n.grpo.n4"] == 1.0 > m2["avg.best_of_n.n4"]  # it does pick by its own reward
-    # the headline puts the second verifier beside the primary
-    s = read_json("two/summary.json")
-    assert s["best_of_n.grpo"] == round(100 * m2["avg.best_of_n.grpo.n4"], 1) and "weighted.grpo" in s
-    assert {k: v for k, v in s.items() if "." not in k} == read_json("one/summary.json")
+    # the headline stays the primary verifier's (the others are in the full metrics and the curves)
+    assert read_json("two/summary.json") == read_json("one/summary.json")
 
 
 def test_a_verifiers_missing_model_is_named_with_its_key(tmp_path, monkeypatch, tracker):
