@@ -1,0 +1,219 @@
+"""How many steps the embedded language model needs to learn in-context retrieval, text only (issue #18).
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/bench_recall.py [--steps 3000] [--every 250]
+        [--sizes 3x192 4x256] [--batch 32] [--lr 2e-3] [--tag recall]
+
+Why: teacher-forced on gold CoT rows (bench/bench_skills.py), the SFT'd model *reads* 83% of the values
+it lists but *copies* only 57% of the values it must take back from its own listing, and in the sci
+family it answers near chance (25%) although it writes the food chain right: it cannot match an organism
+to its option letter a few lines up. Those are in-context retrieval, the skill a pretrained LLM brings.
+This bench trains a fresh language model of the base's class (LlamaForCausalLM, the base's tokenizer and
+text config, with the sizes given) on two retrieval tasks built from the world's own words, and prints
+held-out query accuracy against steps and seconds:
+
+  kv      "oat is 3, nut is 9, plum is 4 and cod is 4. The value of plum is" -> " 4"
+  option  "A. snail\\nB. frog\\nC. leaves\\nD. owl\\nThe option for leaves is" -> " C"
+
+``--task tokens`` asks the same of abstract tokens, where no tokenizer splits anything: "repeat" copies a
+sequence seen once (plain induction) and "kv" recalls the value written right after a key.
+
+Every token is trained (plain next-token loss, as base.text_pretrain; ``--answer-only``: the answer's
+tokens only, the signal an SFT completion loss gives a copy step); only the query's answer token is
+scored, greedy, on 400 held-out sequences. Writes bench.recall.<tag>.<size>.* into metrics/bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, "bench")
+from common import record  # noqa: E402
+
+
+def kv_example(rng: random.Random, labels: list[str]) -> tuple[str, str]:
+    n = rng.randint(3, 6)
+    keys = rng.sample(labels, n)
+    vals = [rng.randint(1, 9) for _ in keys]
+    pairs = [f"{k} is {v}" for k, v in zip(keys, vals)]
+    listing = ", ".join(pairs[:-1]) + " and " + pairs[-1]
+    q = rng.randrange(n)
+    return f"{listing}. The value of {keys[q]} is", str(vals[q])
+
+
+def option_example(rng: random.Random, words: list[str]) -> tuple[str, str]:
+    opts = rng.sample(words, 4)
+    q = rng.randrange(4)
+    lines = "\n".join(f"{'ABCD'[i]}. {o}" for i, o in enumerate(opts))
+    return f"{lines}\nThe option for {opts[q]} is", "ABCD"[q]
+
+
+def examples(n: int, seed: int) -> list[tuple[str, str]]:
+    from vlmcot.world.chart import LABELS
+    from vlmcot.world.sci import HABITATS
+
+    organisms = sorted({o for levels in HABITATS.values() for level in levels for o in level})
+    rng = random.Random(seed)
+    return [kv_example(rng, list(LABELS)) if rng.random() < 0.5 else option_example(rng, organisms)
+            for _ in range(n)]
+
+
+def token_examples(n: int, seed: int, keys: tuple[int, int] = (3, 6), queries: int = 1) -> list[tuple[str, str]]:
+    """The same skills on abstract tokens (one token per word, no tokenizer in the way):
+
+      repeat  "t5 t9 t2 ... | t5 t9" -> "t2"          (copy a sequence seen once: plain induction)
+      kv      "k12 v3 , k40 v7 , k3 v3 ? k40" -> "v7"  (associative recall, value right after its key)
+
+    ``queries`` > 1 asks several distinct keys in a row ("... ? k3 v3 ? k12 v3 ? k40" -> "v7"), every answer in
+    the training text (a denser recall signal under the all-token loss); the held-out sequences ask one key,
+so answering by elimination of the keys already asked cannot score.
+    """
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.5:
+            seq = [f"t{rng.randrange(800)}" for _ in range(12)]
+            cut = rng.randint(2, 11)
+            out.append((" ".join(seq + ["|"] + seq[:cut]), seq[cut]))
+        else:
+            ks = rng.sample(range(60), rng.randint(*keys))
+            vs = [rng.randrange(9) for _ in ks]
+            qs = rng.sample(range(len(ks)), min(queries, len(ks)))  # distinct: no answer is asked twice
+            listing = " , ".join(f"k{k} v{v}" for k, v in zip(ks, vs))
+            asked = "".join(f" ? k{ks[q]} v{vs[q]}" for q in qs[:-1])
+            out.append((f"{listing}{asked} ? k{ks[qs[-1]]}", f"v{vs[qs[-1]]}"))
+    return out
+
+
+class WordTok:
+    """For the token tasks: one id per whitespace-separated word (ids from 3; 0 pad, 2 eos)."""
+
+    pad_token_id, eos_token_id = 0, 2
+
+    def __init__(self):
+        self.ids: dict[str, int] = {}
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        return {"input_ids": [self.ids.setdefault(w, 3 + len(self.ids)) for w in text.split()]}
+
+
+def task_of(prefix: str) -> str:
+    return "repeat" if " | " in prefix else "kv_tokens" if " ? " in prefix else "option" if "\n" in prefix else "kv"
+
+
+def accuracy(model, tok, held: list[tuple[str, str]]) -> dict[str, float]:
+    import torch
+
+    model.eval()
+    right: dict[str, list[bool]] = {}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for prefix, answer in held:
+            ids = tok(prefix, add_special_tokens=False)["input_ids"]
+            full = tok(f"{prefix} {answer}", add_special_tokens=False)["input_ids"]
+            assert full[: len(ids)] == ids, prefix
+            ok = True  # every answer token, greedy (" 4" is two tokens here: " " and "4")
+            for t in full[len(ids):]:
+                nxt = int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
+                ok, ids = ok and nxt == t, ids + [t]
+            right.setdefault(task_of(prefix), []).append(ok)
+    model.train()
+    return {k: round(100 * sum(v) / len(v), 1) for k, v in right.items() if v}
+
+
+def run(size: str, args, tok, text_cfg: dict, train: list[tuple[str, str]], held) -> dict[str, float]:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    layers, hidden = (int(x) for x in size.split("x"))
+    cfg = LlamaConfig(**{**text_cfg, "num_hidden_layers": layers, "hidden_size": hidden,
+                         "head_dim": hidden // text_cfg["num_attention_heads"],
+                         "intermediate_size": int(hidden * 8 / 3)})
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    rows, starts = [], []
+    for p, a in train:
+        starts.append(len(tok(p, add_special_tokens=False)["input_ids"]))
+        end = "" if isinstance(tok, WordTok) else "."
+        rows.append(tok(f"{p} {a}{end}", add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    warm = max(1, args.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+    gen = random.Random(1)
+    out: dict[str, float] = {"params_m": round(n_params / 1e6, 2)}
+    t0 = time.perf_counter()
+    for step in range(1, args.steps + 1):
+        pick = gen.sample(range(len(rows)), args.batch)
+        batch = [rows[i] for i in pick]
+        width = max(len(r) for r in batch)
+        x = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in batch])
+        labels = x.masked_fill(x == tok.pad_token_id, -100)
+        if args.answer_only:  # the loss on the answer's tokens only, as an SFT completion loss
+            for j, i in enumerate(pick):
+                labels[j, : starts[i]] = -100
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=x, attention_mask=(x != tok.pad_token_id).long(), labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step % args.every == 0:
+            secs = time.perf_counter() - t0
+            acc = accuracy(model, tok, held)
+            print(f"{size} ({out['params_m']}M) step {step:5d} {secs:6.0f} s  loss {float(loss):.3f}  "
+                  + "  ".join(f"{k} {v}" for k, v in sorted(acc.items())), flush=True)
+            for k, v in acc.items():
+                out[f"s{step}.{k}"] = v
+            out[f"s{step}.seconds"] = round(secs, 1)
+            t0 += time.perf_counter() - t0 - secs  # evaluation time is not training time
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--base", default="models/base", help="its tokenizer and text config are used")
+    ap.add_argument("--sizes", nargs="+", default=["3x192", "4x256"], help="LAYERSxHIDDEN")
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--every", type=int, default=250)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--answer-only", action="store_true", help="loss on the answer tokens only")
+    ap.add_argument("--task", choices=["words", "tokens"], default="words",
+                    help="words: kv + option in the world's words and tokenizer; tokens: repeat + kv on abstract tokens")
+    ap.add_argument("--keys", type=int, nargs=2, default=[3, 6], help="tokens task: fewest and most keys")
+    ap.add_argument("--queries", type=int, default=1, help="tokens task: keys asked per sequence")
+    ap.add_argument("--tag", default="recall")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-record", action="store_true")
+    args = ap.parse_args()
+
+    import torch
+    from transformers import AutoProcessor
+
+    torch.set_num_threads(args.threads)
+    text_cfg = json.load(open(os.path.join(args.base, "config.json")))["text_config"]
+    text_cfg = {k: v for k, v in text_cfg.items() if k not in ("model_type", "architectures")}
+    if args.task == "words":
+        tok = AutoProcessor.from_pretrained(args.base).tokenizer
+        train, held = examples(50_000, seed=0), examples(400, seed=1)
+    else:
+        tok = WordTok()
+        train, held = (token_examples(50_000, 0, tuple(args.keys), args.queries),
+                       token_examples(400, 1, tuple(args.keys)))  # scored on one query: no elimination
+    figures: dict[str, float] = {}
+    for size in args.sizes:
+        figures.update({f"{size}.{k}": v for k, v in run(size, args, tok, text_cfg, train, held).items()})
+    if not args.no_record:
+        record(f"bench.recall.{args.tag}", figures)
+    print(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""bench/bench_recall.py: every example's answer is retrievable from its prefix, and the score needs every
+answer token (the embedded tokenizer splits " 4" into " " and "4": a model that only predicts the space
+must score 0, which a first-token check did not)."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+from bench_recall import WordTok, accuracy, examples, task_of, token_examples  # noqa: E402
+
+
+def test_each_query_has_one_answer_in_its_prefix():
+    for prefix, answer in examples(300, seed=3):
+        if "\n" in prefix:  # option: "A. x\nB. y\nC. z\nD. w\nThe option for y is" -> "B"
+            *lines, query = prefix.split("\n")
+            key = query.removeprefix("The option for ").removesuffix(" is")
+            assert [ln[:1] for ln in lines if ln[3:] == key] == [answer]
+        else:  # kv: "oat is 3, nut is 9 and plum is 4. The value of nut is" -> "9"
+            listing, query = prefix.split(". The value of ")
+            key = query.removesuffix(" is")
+            pairs = [p.split(" is ") for p in listing.replace(" and ", ", ").split(", ")]
+            assert [v for k, v in pairs if k == key] == [answer]
+
+
+class CharTok:
+    """One token per character, so " 4" is two tokens, as in the embedded BPE."""
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+
+class Predicts:
+    """A model whose next token is ``fn(ids so far)``."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def eval(self):
+        return self
+
+    def train(self):
+        return self
+
+    def __call__(self, input_ids):
+        ids = input_ids[0].tolist()
+        logits = torch.zeros(1, len(ids), 256)
+        logits[0, -1, self.fn(ids)] = 1.0
+
+        class Out:
+            pass
+
+        out = Out()
+        out.logits = logits
+        return out
+
+
+def test_score_needs_every_answer_token():
+    held = examples(60, seed=4)
+    truth = {prefix: f"{prefix} {answer}" for prefix, answer in held}
+
+    def oracle(ids):
+        text = "".join(map(chr, ids))
+        full = next(f for f in truth.values() if f.startswith(text) and len(f) > len(text))
+        return ord(full[len(text)])
+
+    assert accuracy(Predicts(oracle), CharTok(), held) == {"kv": 100.0, "option": 100.0}
+    assert accuracy(Predicts(lambda ids: ord(" ")), CharTok(), held) == {"kv": 0.0, "option": 0.0}
+
+
+def test_token_tasks_answer_from_the_prefix_and_queries_are_distinct():
+    seen = set()
+    for prefix, answer in token_examples(400, seed=5, keys=(3, 6), queries=3):
+        seen.add(task_of(prefix))
+        if task_of(prefix) == "repeat":  # "t5 t9 t2 | t5 t9" -> "t2"
+            first, again = prefix.split(" | ")
+            assert first.split()[len(again.split())] == answer
+        else:  # "k1 v3 , k4 v7 ? k4 v7 ? k1" -> "v3": the listing's value, and no key asked twice
+            listing, *asked = prefix.split(" ? ")
+            table = dict(p.split() for p in listing.split(" , "))
+            keys = [a.split()[0] for a in asked]
+            assert len(set(keys)) == len(keys)
+            assert all(a.split()[1] == table[a.split()[0]] for a in asked[:-1])
+            assert table[keys[-1]] == answer
+    assert seen == {"repeat", "kv_tokens"}
+
+
+def test_word_tokenizer_gives_one_id_per_word():
+    tok = WordTok()
+    a = tok("k1 v3 , k1")["input_ids"]
+    assert len(a) == 4 and a[0] == a[3] and min(a) > tok.eos_token_id
