@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import re
 import sys
 import time
 
@@ -37,14 +38,15 @@ sys.path.insert(0, "bench")
 from common import record  # noqa: E402
 
 
-def kv_example(rng: random.Random, labels: list[str]) -> tuple[str, str]:
+def kv_example(rng: random.Random, labels: list[str], queries: int = 1) -> tuple[str, str]:
     n = rng.randint(3, 6)
     keys = rng.sample(labels, n)
     vals = [rng.randint(1, 9) for _ in keys]
     pairs = [f"{k} is {v}" for k, v in zip(keys, vals)]
     listing = ", ".join(pairs[:-1]) + " and " + pairs[-1]
-    q = rng.randrange(n)
-    return f"{listing}. The value of {keys[q]} is", str(vals[q])
+    qs = rng.sample(range(n), min(queries, n))  # distinct keys, as token_examples
+    asked = "".join(f" The value of {keys[q]} is {vals[q]}." for q in qs[:-1])
+    return f"{listing}.{asked} The value of {keys[qs[-1]]} is", str(vals[qs[-1]])
 
 
 def option_example(rng: random.Random, words: list[str]) -> tuple[str, str]:
@@ -54,13 +56,13 @@ def option_example(rng: random.Random, words: list[str]) -> tuple[str, str]:
     return f"{lines}\nThe option for {opts[q]} is", "ABCD"[q]
 
 
-def examples(n: int, seed: int) -> list[tuple[str, str]]:
+def examples(n: int, seed: int, queries: int = 1) -> list[tuple[str, str]]:
     from vlmcot.world.chart import LABELS
     from vlmcot.world.sci import HABITATS
 
     organisms = sorted({o for levels in HABITATS.values() for level in levels for o in level})
     rng = random.Random(seed)
-    return [kv_example(rng, list(LABELS)) if rng.random() < 0.5 else option_example(rng, organisms)
+    return [kv_example(rng, list(LABELS), queries) if rng.random() < 0.5 else option_example(rng, organisms)
             for _ in range(n)]
 
 
@@ -92,7 +94,9 @@ so answering by elimination of the keys already asked cannot score.
 
 
 class WordTok:
-    """For the token tasks: one id per whitespace-separated word (ids from 3; 0 pad, 2 eos)."""
+    """One id per word, number or punctuation mark (ids from 3; 0 pad, 2 eos): the token tasks' tokenizer,
+    and ``--tokenizer words`` for the world-word tasks, where the embedded BPE splits "nut" into "n" "ut"
+    and " 4" into " " "4"."""
 
     pad_token_id, eos_token_id = 0, 2
 
@@ -100,7 +104,7 @@ class WordTok:
         self.ids: dict[str, int] = {}
 
     def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
-        return {"input_ids": [self.ids.setdefault(w, 3 + len(self.ids)) for w in text.split()]}
+        return {"input_ids": [self.ids.setdefault(w, 3 + len(self.ids)) for w in re.findall(r"\w+|[^\w\s]", text)]}
 
 
 def task_of(prefix: str) -> str:
@@ -187,8 +191,11 @@ def main() -> None:
     ap.add_argument("--answer-only", action="store_true", help="loss on the answer tokens only")
     ap.add_argument("--task", choices=["words", "tokens"], default="words",
                     help="words: kv + option in the world's words and tokenizer; tokens: repeat + kv on abstract tokens")
+    ap.add_argument("--tokenizer", choices=["base", "words"], default="base",
+                    help="words task: the base's BPE, or one token per word / number / punctuation mark")
     ap.add_argument("--keys", type=int, nargs=2, default=[3, 6], help="tokens task: fewest and most keys")
-    ap.add_argument("--queries", type=int, default=1, help="tokens task: keys asked per sequence")
+    ap.add_argument("--queries", type=int, default=1,
+                    help="kv: distinct keys asked per training sequence (held-out sequences ask one)")
     ap.add_argument("--tag", default="recall")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-record", action="store_true")
@@ -201,8 +208,8 @@ def main() -> None:
     text_cfg = json.load(open(os.path.join(args.base, "config.json")))["text_config"]
     text_cfg = {k: v for k, v in text_cfg.items() if k not in ("model_type", "architectures")}
     if args.task == "words":
-        tok = AutoProcessor.from_pretrained(args.base).tokenizer
-        train, held = examples(50_000, seed=0), examples(400, seed=1)
+        tok = AutoProcessor.from_pretrained(args.base).tokenizer if args.tokenizer == "base" else WordTok()
+        train, held = examples(50_000, seed=0, queries=args.queries), examples(400, seed=1)
     else:
         tok = WordTok()
         train, held = (token_examples(50_000, 0, tuple(args.keys), args.queries),

@@ -13,16 +13,18 @@ from bench_recall import WordTok, accuracy, examples, task_of, token_examples  #
 
 
 def test_each_query_has_one_answer_in_its_prefix():
-    for prefix, answer in examples(300, seed=3):
+    for prefix, answer in examples(300, seed=3) + examples(300, seed=6, queries=3):
         if "\n" in prefix:  # option: "A. x\nB. y\nC. z\nD. w\nThe option for y is" -> "B"
             *lines, query = prefix.split("\n")
             key = query.removeprefix("The option for ").removesuffix(" is")
             assert [ln[:1] for ln in lines if ln[3:] == key] == [answer]
-        else:  # kv: "oat is 3, nut is 9 and plum is 4. The value of nut is" -> "9"
-            listing, query = prefix.split(". The value of ")
-            key = query.removesuffix(" is")
-            pairs = [p.split(" is ") for p in listing.replace(" and ", ", ").split(", ")]
-            assert [v for k, v in pairs if k == key] == [answer]
+        else:  # kv: "oat is 3, nut is 9 and plum is 4. [The value of oat is 3.] The value of nut is" -> "9"
+            listing, *asked = prefix.split(". The value of ")
+            table = dict(p.split(" is ") for p in listing.replace(" and ", ", ").split(", "))
+            keys = [a.split(" is")[0] for a in asked]
+            assert len(table) == len(listing.replace(" and ", ", ").split(", ")) and len(set(keys)) == len(keys)
+            assert all(table[a.split(" is ")[0]] == a.split(" is ")[1] for a in asked[:-1])
+            assert table[keys[-1]] == answer
 
 
 class CharTok:
@@ -91,3 +93,4 @@ def test_word_tokenizer_gives_one_id_per_word():
     tok = WordTok()
     a = tok("k1 v3 , k1")["input_ids"]
     assert len(a) == 4 and a[0] == a[3] and min(a) > tok.eos_token_id
+    assert len(tok("nut is 4. The value of nut is 4")["input_ids"]) == 10  # "4" and "." apart
