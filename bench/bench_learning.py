@@ -100,6 +100,9 @@ def main() -> None:
     ap.add_argument("--tag", default="both")
     ap.add_argument("--curve", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--recall-steps", type=int, default=0,
+                    help="first train the base's language model on key-value recall written in token ids "
+                         "(bench_recall.pretrain_recall_ids: 60 arbitrary BPE tokens as keys, the digits as values)")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
 
@@ -135,6 +138,19 @@ def main() -> None:
     runs = [counts[-1]] if args.curve else counts
     for total in runs:
         model, processor = load_model_and_processor(args.base)
+        if args.recall_steps:
+            from bench_recall import pretrain_recall_ids
+
+            tok = processor.tokenizer
+            one = lambda w: tok(w, add_special_tokens=False)["input_ids"][0]  # noqa: E731
+            digits = [one(str(d)) for d in range(1, 10)]
+            keys = [i for i in range(100, 400) if i not in digits][:60]  # 60 arbitrary BPE tokens as keys
+            t_r = time.perf_counter()
+            acc = pretrain_recall_ids(model, keys, digits, one(","), one("?"), args.recall_steps)
+            figures[f"{args.tag}.recall_acc"] = acc
+            figures[f"{args.tag}.recall_s"] = round(time.perf_counter() - t_r, 1)
+            print(f"recall pretraining: {args.recall_steps} steps, {len(keys)} keys, held-out recall {acc:.1f}%, "
+                  f"{figures[f'{args.tag}.recall_s']:.0f} s")
         cfg = TrainConfig(**{**train_kw, "max_steps": max(1, total // batch), "save_steps": 10**9})
         evals = {}
         callbacks = []

@@ -180,6 +180,53 @@ def run(size: str, args, tok, text_cfg: dict, train: list[tuple[str, str]], held
     return out
 
 
+def pretrain_recall_ids(model, key_ids: list[int], val_ids: list[int], sep: int, ask: int, steps: int,
+                        lr: float = 1e-3, batch: int = 32, queries: int = 4, seed: int = 0) -> float:
+    """Train ``model``'s language side in place on key-value recall written directly in token ids (the
+    abstract task that formed above: 3-6 keys, ``queries`` distinct ones asked), vision tower and projector
+    untouched; returns held-out single-query accuracy (%). Used by bench_learning.py --recall-steps."""
+    import torch
+
+    rng = random.Random(seed)
+
+    def seq(q: int) -> tuple[list[int], int]:
+        ks = rng.sample(key_ids, rng.randint(3, 6))
+        vs = [rng.choice(val_ids) for _ in ks]
+        out: list[int] = []
+        for k, v in zip(ks, vs):
+            out += [k, v, sep]
+        qs = rng.sample(range(len(ks)), min(q, len(ks)))
+        for i in qs[:-1]:
+            out += [ask, ks[i], vs[i]]
+        return out + [ask, ks[qs[-1]]], vs[qs[-1]]
+
+    params = [p for n, p in model.named_parameters() if p.requires_grad and "vision_tower" not in n
+              and "multi_modal_projector" not in n]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+    model.train()
+    for _ in range(steps):
+        rows = [a + [v] for a, v in (seq(queries) for _ in range(batch))]
+        width = max(map(len, rows))
+        x = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=x, attention_mask=(x != 0).long(), labels=x.masked_fill(x == 0, -100)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+    model.eval()
+    right = 0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for _ in range(400):
+            a, v = seq(1)
+            right += int(model(input_ids=torch.tensor([a])).logits[0, -1].argmax()) == v
+    model.train()
+    return 100 * right / 400
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--base", default="models/base", help="its tokenizer and text config are used")

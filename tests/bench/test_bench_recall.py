@@ -94,3 +94,20 @@ def test_word_tokenizer_gives_one_id_per_word():
     a = tok("k1 v3 , k1")["input_ids"]
     assert len(a) == 4 and a[0] == a[3] and min(a) > tok.eos_token_id
     assert len(tok("nut is 4. The value of nut is 4")["input_ids"]) == 10  # "4" and "." apart
+
+
+def test_recall_pretraining_moves_the_language_model_only():
+    from bench_recall import pretrain_recall_ids
+
+    from vlmcot.models import TinyLlavaConfig, build_tiny_llava, train_bpe_tokenizer
+
+    tok = train_bpe_tokenizer(["oat is 3, nut is 9 and plum is 4. The value of nut is 9?"] * 4, vocab_size=300)
+    model = build_tiny_llava(TinyLlavaConfig(image_size=32, patch_size=16, vision_hidden=32, vision_layers=1,
+                                             vision_heads=2, text_hidden=32, text_layers=1, text_heads=2,
+                                             text_intermediate=64, max_position=128, vocab_size=300), tok)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    acc = pretrain_recall_ids(model, list(range(100, 130)), list(range(30, 39)), 10, 11, steps=3, batch=4)
+    assert 0.0 <= acc <= 100.0
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert any("language_model" in n for n in moved)
+    assert not any("vision_tower" in n or "multi_modal_projector" in n for n in moved)
