@@ -18,8 +18,8 @@ held-out query accuracy against steps and seconds:
 sequence seen once (plain induction) and "kv" recalls the value written right after a key.
 
 Every token is trained (plain next-token loss, as base.text_pretrain; ``--answer-only``: the answer's
-tokens only, the signal an SFT completion loss gives a copy step); only the query's answer token is
-scored, greedy, on 400 held-out sequences. Writes bench.recall.<tag>.<size>.* into metrics/bench.json.
+tokens only, the signal an SFT completion loss gives a copy step); only the query's answer is scored,
+greedy, every one of its tokens, on 400 held-out sequences. Writes bench.recall.<tag>.<size>.* into metrics/bench.json.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def token_examples(n: int, seed: int, keys: tuple[int, int] = (3, 6), queries: i
 
     ``queries`` > 1 asks several distinct keys in a row ("... ? k3 v3 ? k12 v3 ? k40" -> "v7"), every answer in
     the training text (a denser recall signal under the all-token loss); the held-out sequences ask one key,
-so answering by elimination of the keys already asked cannot score.
+    so answering by elimination of the keys already asked cannot score.
     """
     rng = random.Random(seed)
     out = []
@@ -112,22 +112,43 @@ def task_of(prefix: str) -> str:
 
 
 def accuracy(model, tok, held: list[tuple[str, str]]) -> dict[str, float]:
+    """Held-out accuracy (%) per task: vlmcot.training.text.fact_accuracy, the greedy continuation must give
+    every answer token (" 4" is two tokens in the embedded BPE: " " and "4")."""
+    from vlmcot.training.text import fact_accuracy
+
+    by: dict[str, list[tuple[str, str]]] = {}
+    for prefix, answer in held:
+        by.setdefault(task_of(prefix), []).append((prefix, answer))
+    return {k: round(100 * fact_accuracy(model, tok, facts, bf16=True), 1) for k, facts in by.items()}
+
+
+def train_steps(model, params, batch_rows, steps: int, lr: float, pad: int, on_step=None) -> None:
+    """AdamW on ``params`` for ``steps`` steps, linear warm-up over the first 5% then a constant rate,
+    bfloat16 autocast, gradients clipped at 1. ``batch_rows()`` gives one step's (token rows, per-row
+    loss start): the rows are right-padded with ``pad``, and tokens before a row's start are not trained.
+    ``on_step(step, loss)`` runs after each step."""
     import torch
 
-    model.eval()
-    right: dict[str, list[bool]] = {}
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        for prefix, answer in held:
-            ids = tok(prefix, add_special_tokens=False)["input_ids"]
-            full = tok(f"{prefix} {answer}", add_special_tokens=False)["input_ids"]
-            assert full[: len(ids)] == ids, prefix
-            ok = True  # every answer token, greedy (" 4" is two tokens here: " " and "4")
-            for t in full[len(ids):]:
-                nxt = int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
-                ok, ids = ok and nxt == t, ids + [t]
-            right.setdefault(task_of(prefix), []).append(ok)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
     model.train()
-    return {k: round(100 * sum(v) / len(v), 1) for k, v in right.items() if v}
+    for step in range(1, steps + 1):
+        rows, starts = batch_rows()
+        width = max(map(len, rows))
+        x = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+        labels = x.masked_fill(x == pad, -100)
+        for j, start in enumerate(starts):
+            labels[j, :start] = -100
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=x, attention_mask=(x != pad).long(), labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if on_step is not None:
+            on_step(step, float(loss.detach()))
 
 
 def run(size: str, args, tok, text_cfg: dict, train: list[tuple[str, str]], held) -> dict[str, float]:
@@ -141,42 +162,31 @@ def run(size: str, args, tok, text_cfg: dict, train: list[tuple[str, str]], held
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg)
     n_params = sum(p.numel() for p in model.parameters())
+    end = "" if isinstance(tok, WordTok) else "."
     rows, starts = [], []
     for p, a in train:
-        starts.append(len(tok(p, add_special_tokens=False)["input_ids"]))
-        end = "" if isinstance(tok, WordTok) else "."
+        starts.append(len(tok(p, add_special_tokens=False)["input_ids"]) if args.answer_only else 0)
         rows.append(tok(f"{p} {a}{end}", add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    warm = max(1, args.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
     gen = random.Random(1)
     out: dict[str, float] = {"params_m": round(n_params / 1e6, 2)}
-    t0 = time.perf_counter()
-    for step in range(1, args.steps + 1):
+    clock = {"t0": time.perf_counter()}
+
+    def batch_rows():
         pick = gen.sample(range(len(rows)), args.batch)
-        batch = [rows[i] for i in pick]
-        width = max(len(r) for r in batch)
-        x = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in batch])
-        labels = x.masked_fill(x == tok.pad_token_id, -100)
-        if args.answer_only:  # the loss on the answer's tokens only, as an SFT completion loss
-            for j, i in enumerate(pick):
-                labels[j, : starts[i]] = -100
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model(input_ids=x, attention_mask=(x != tok.pad_token_id).long(), labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if step % args.every == 0:
-            secs = time.perf_counter() - t0
-            acc = accuracy(model, tok, held)
-            print(f"{size} ({out['params_m']}M) step {step:5d} {secs:6.0f} s  loss {float(loss):.3f}  "
-                  + "  ".join(f"{k} {v}" for k, v in sorted(acc.items())), flush=True)
-            for k, v in acc.items():
-                out[f"s{step}.{k}"] = v
-            out[f"s{step}.seconds"] = round(secs, 1)
-            t0 += time.perf_counter() - t0 - secs  # evaluation time is not training time
+        return [rows[i] for i in pick], [starts[i] for i in pick]
+
+    def on_step(step: int, loss: float) -> None:
+        if step % args.every:
+            return
+        secs = time.perf_counter() - clock["t0"]
+        acc = accuracy(model, tok, held)
+        print(f"{size} ({out['params_m']}M) step {step:5d} {secs:6.0f} s  loss {loss:.3f}  "
+              + "  ".join(f"{k} {v}" for k, v in sorted(acc.items())), flush=True)
+        out.update({f"s{step}.{k}": v for k, v in acc.items()})
+        out[f"s{step}.seconds"] = round(secs, 1)
+        clock["t0"] = time.perf_counter() - secs  # evaluation time is not training time
+
+    train_steps(model, list(model.parameters()), batch_rows, args.steps, args.lr, tok.pad_token_id, on_step)
     return out
 
 
@@ -202,21 +212,11 @@ def pretrain_recall_ids(model, key_ids: list[int], val_ids: list[int], sep: int,
 
     params = [p for n, p in model.named_parameters() if p.requires_grad and "vision_tower" not in n
               and "multi_modal_projector" not in n]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
-    model.train()
-    for _ in range(steps):
-        rows = [a + [v] for a, v in (seq(queries) for _ in range(batch))]
-        width = max(map(len, rows))
-        x = torch.tensor([r + [0] * (width - len(r)) for r in rows])
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model(input_ids=x, attention_mask=(x != 0).long(), labels=x.masked_fill(x == 0, -100)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+
+    def batch_rows():
+        return [a + [v] for a, v in (seq(queries) for _ in range(batch))], [0] * batch
+
+    train_steps(model, params, batch_rows, steps, lr, pad=0)
     model.eval()
     right = 0
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
