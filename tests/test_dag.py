@@ -91,6 +91,57 @@ def test_a_beta_change_feeds_dpo_and_its_consumers_only(recorded, tmp_path):
                        "report"}
 
 
+# --- images: the later stages depend on prepare's manifest, not on the images folder ------------------------
+
+
+def _reads_images(stage: str) -> bool:
+    """A stage reads image files when its Config has an image root or image limits (``root``,
+    ``image_root``, ``images``); dpo_round runs the sample and dpo stages' code with their sections."""
+    import importlib
+
+    name = stage.split("@")[0]
+    fields = set(importlib.import_module(f"vlmcot.pipeline.{name}").Config.model_fields)
+    return name == "dpo_round" or bool(fields & {"root", "image_root", "images"})
+
+
+@pytest.mark.slow  # a few dvc status/commit rounds over 27 stages
+def test_new_images_make_every_stage_that_reads_images_stale(recorded, tmp_path):
+    """prepare rerun with images that differ (a new world seed, another image size, a re-downloaded
+    dataset) rewrites images.sha256: every stage that reads images goes stale, whatever the JSONL did."""
+    repo = tmp_path / "repo"
+    shutil.copytree(recorded, repo, symlinks=True)
+    (repo / "data/prepared/images.sha256").write_text("0" * 64 + "  data/prepared/images/a.png\n")
+    _commit(repo, "prepare")  # stands in for the rerun of prepare
+    with contextlib.chdir(repo):
+        from dvc.repo import Repo
+
+        with Repo(str(repo)) as r:
+            names = {s.name for s in r.index.stages}
+    expected = {n for n in names if n != "prepare" and _reads_images(n)}
+    assert {"base", "sft@both", "evaluate@dpo", "dpo", "control@rft", "rerank", "credit"} <= expected
+    assert _stale(repo) == expected
+
+
+@pytest.mark.slow
+def test_a_hand_edited_image_is_prepares_to_restore(recorded, tmp_path):
+    """An image changed by hand changes prepare's output folder: `dvc repro` reruns prepare (which writes
+    it back, or a new manifest if the source changed); the later stages wait on the manifest, so one
+    folder of thousands of files is checked once per `dvc repro`, not once per stage."""
+    repo = tmp_path / "repo"
+    shutil.copytree(recorded, repo, symlinks=True)
+    (repo / "data/prepared/stand-in.txt").write_text("1\n")
+    assert _stale(repo) == {"prepare"}
+
+
+def test_only_prepare_lists_the_prepared_folder():
+    import yaml
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    listing = [name for name, s in stages.items() if name != "prepare"
+               for d in s.get("do", s).get("deps", []) if os.path.normpath(str(d)) == "data/prepared"]
+    assert listing == [], "depend on data/prepared/images.sha256 and the JSONL the stage reads instead"
+
+
 # --- dvc.yaml agrees with rerank.verifiers and credit's models ---------------------------------------------
 # DVC templating cannot loop inside a deps list, so each verifier's policy and reference are listed in the
 # rerank stage one by one (${rerank.verifiers.<name>.policy}); a verifier added to params.yaml without them

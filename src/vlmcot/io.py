@@ -45,7 +45,10 @@ def output_path(out_dir: str | Path, *parts: str) -> Path:
     return path
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` atomically (a temp file in the same folder, fsynced, then renamed): a reader or a
+    killed run never sees half a file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -69,7 +72,7 @@ def write_jsonl(path: str | Path, rows: Iterable[Any], sort_key: str | None = No
     items = [r.model_dump(mode="json", exclude_none=True) if hasattr(r, "model_dump") else r for r in rows]
     if sort_key is not None:
         items.sort(key=lambda r: r[sort_key])
-    _atomic_write_text(Path(path), "".join(dumps(r) + "\n" for r in items))
+    write_text(Path(path), "".join(dumps(r) + "\n" for r in items))
     return len(items)
 
 
@@ -123,14 +126,14 @@ def read_jsonl(path: str | Path, errors: list[str] | None = None, max_bad_rate: 
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    _atomic_write_text(Path(path), json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    write_text(Path(path), json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def write_csv(path: str | Path, rows: list[dict], columns: list[str] | None = None) -> None:
     """Plain CSV for `dvc plots` (values already formatted or str()-able; no quoting needed here)."""
     cols = columns or (list(rows[0]) if rows else [])
     lines = [",".join(cols)] + [",".join(str(r[c]) for c in cols) for r in rows]
-    _atomic_write_text(Path(path), "\n".join(lines) + "\n")
+    write_text(Path(path), "\n".join(lines) + "\n")
 
 
 def read_json(path: str | Path) -> Any:

@@ -33,3 +33,31 @@ def test_prepare_is_byte_deterministic(tmp_path, tracker):
     assert ta == tb
     img = "prepared/images/synth_geo/synth_geo-train-000003.png"
     assert (a / img).read_bytes() == (b / img).read_bytes()
+
+
+def test_prepare_writes_a_checkable_image_manifest(tmp_path, tracker):
+    """images.sha256 (what the later stages depend on instead of the images folder) names every image a
+    kept record names, once, sorted, with the sha256 of its bytes, in `sha256sum -c` format: the check
+    passes on the images written and fails once one is rewritten."""
+    import hashlib
+    import shutil
+    import subprocess
+
+    cfg = _cfg(tmp_path)
+    prepare.run(cfg, tracker)
+    out = tmp_path / "prepared"
+    records = read_jsonl(out / "train.jsonl") + read_jsonl(out / "eval.jsonl")
+    lines = (out / "images.sha256").read_text().splitlines()
+    entries = [line.split("  ", 1) for line in lines]
+    paths = [p for _, p in entries]
+    assert paths == sorted({r["image"] for r in records})
+    for digest, path in entries:
+        with open(path, "rb") as f:
+            assert digest == hashlib.sha256(f.read()).hexdigest(), path
+    assert read_json(cfg.metrics)["images"] == len(lines) == 36
+    if shutil.which("sha256sum"):
+        check = ["sha256sum", "--quiet", "-c", str(out / "images.sha256")]
+        assert subprocess.run(check, capture_output=True).returncode == 0
+        with open(paths[0], "ab") as f:
+            f.write(b"\0")
+        assert subprocess.run(check, capture_output=True).returncode != 0
