@@ -38,35 +38,54 @@ sys.path.insert(0, "bench")
 from common import record  # noqa: E402
 
 
-def kv_example(rng: random.Random, labels: list[str], queries: int = 1) -> tuple[str, str]:
+def kv_example(rng: random.Random, labels: list[str], queries: int = 1, adjacent: bool = False) -> tuple[str, str]:
     n = rng.randint(3, 6)
     keys = rng.sample(labels, n)
     vals = [rng.randint(1, 9) for _ in keys]
-    pairs = [f"{k} is {v}" for k, v in zip(keys, vals)]
+    fact, ask = ("{} {}", " {}") if adjacent else ("{} is {}", " The value of {} is")
+    pairs = [fact.format(k, v) for k, v in zip(keys, vals)]
     listing = ", ".join(pairs[:-1]) + " and " + pairs[-1]
     qs = rng.sample(range(n), min(queries, n))  # distinct keys, as token_examples
-    asked = "".join(f" The value of {keys[q]} is {vals[q]}." for q in qs[:-1])
-    return f"{listing}.{asked} The value of {keys[qs[-1]]} is", str(vals[qs[-1]])
+    asked = "".join(f"{ask.format(keys[q])} {vals[q]}." for q in qs[:-1])
+    return f"{listing}.{asked}{ask.format(keys[qs[-1]])}", str(vals[qs[-1]])
 
 
-def option_example(rng: random.Random, words: list[str]) -> tuple[str, str]:
+def option_example(rng: random.Random, words: list[str], adjacent: bool = False) -> tuple[str, str]:
     opts = rng.sample(words, 4)
     q = rng.randrange(4)
+    if adjacent:
+        return "\n".join(f"{o} {'ABCD'[i]}" for i, o in enumerate(opts)) + f"\n{opts[q]}", "ABCD"[q]
     lines = "\n".join(f"{'ABCD'[i]}. {o}" for i, o in enumerate(opts))
     return f"{lines}\nThe option for {opts[q]} is", "ABCD"[q]
 
 
-def examples(n: int, seed: int, queries: int = 1) -> list[tuple[str, str]]:
+def examples(n: int, seed: int, queries: int = 1, adjacent: bool = False,
+             repeat: float = 0.0) -> list[tuple[str, str]]:
+    """``adjacent``: the answer is the token right after the key, in the listing and the query ("oat 3,
+    nut 9 and plum 4. plum" -> " 4"; "snail A\\nfrog B ...\\nfrog" -> " B"), as in the token task's kv;
+    default: the world's own wording, where one or more tokens sit between ("nut is 9").
+    ``repeat``: this share of the sequences is plain induction in world words instead (12 words, "|", the
+    first few again -> the next one), as the token task's "repeat"."""
     from vlmcot.world.chart import LABELS
     from vlmcot.world.sci import HABITATS
 
     organisms = sorted({o for levels in HABITATS.values() for level in levels for o in level})
     rng = random.Random(seed)
-    return [kv_example(rng, list(LABELS), queries) if rng.random() < 0.5 else option_example(rng, organisms)
-            for _ in range(n)]
+    vocab = sorted(set(LABELS) | set(organisms))
+    out = []
+    for _ in range(n):
+        if repeat and rng.random() < repeat:
+            seq = [rng.choice(vocab) for _ in range(12)]
+            cut = rng.randint(2, 11)
+            out.append((" ".join(seq + ["|"] + seq[:cut]), seq[cut]))
+        else:
+            out.append(kv_example(rng, list(LABELS), queries, adjacent) if rng.random() < 0.5
+                       else option_example(rng, organisms, adjacent))
+    return out
 
 
-def token_examples(n: int, seed: int, keys: tuple[int, int] = (3, 6), queries: int = 1) -> list[tuple[str, str]]:
+def token_examples(n: int, seed: int, keys: tuple[int, int] = (3, 6), queries: int = 1,
+                   gap: int = 0) -> list[tuple[str, str]]:
     """The same skills on abstract tokens (one token per word, no tokenizer in the way):
 
       repeat  "t5 t9 t2 ... | t5 t9" -> "t2"          (copy a sequence seen once: plain induction)
@@ -75,7 +94,12 @@ def token_examples(n: int, seed: int, keys: tuple[int, int] = (3, 6), queries: i
     ``queries`` > 1 asks several distinct keys in a row ("... ? k3 v3 ? k12 v3 ? k40" -> "v7"), every answer in
     the training text (a denser recall signal under the all-token loss); the held-out sequences ask one key,
     so answering by elimination of the keys already asked cannot score.
+
+    ``gap`` > 0 puts that many "=" tokens between every key and its value, in the listing and the query
+    ("k12 = v3 ? k40 =" -> "v7"): the value is no longer the token right after the key, as in the world's
+    "nut is 9" / "The value of nut is" -> " 9".
     """
+    eq = " =" * gap
     rng = random.Random(seed)
     out = []
     for _ in range(n):
@@ -87,9 +111,9 @@ def token_examples(n: int, seed: int, keys: tuple[int, int] = (3, 6), queries: i
             ks = rng.sample(range(60), rng.randint(*keys))
             vs = [rng.randrange(9) for _ in ks]
             qs = rng.sample(range(len(ks)), min(queries, len(ks)))  # distinct: no answer is asked twice
-            listing = " , ".join(f"k{k} v{v}" for k, v in zip(ks, vs))
-            asked = "".join(f" ? k{ks[q]} v{vs[q]}" for q in qs[:-1])
-            out.append((f"{listing}{asked} ? k{ks[qs[-1]]}", f"v{vs[qs[-1]]}"))
+            listing = " , ".join(f"k{k}{eq} v{v}" for k, v in zip(ks, vs))
+            asked = "".join(f" ? k{ks[q]}{eq} v{vs[q]}" for q in qs[:-1])
+            out.append((f"{listing}{asked} ? k{ks[qs[-1]]}{eq}", f"v{vs[qs[-1]]}"))
     return out
 
 
@@ -243,6 +267,10 @@ def main() -> None:
     ap.add_argument("--keys", type=int, nargs=2, default=[3, 6], help="tokens task: fewest and most keys")
     ap.add_argument("--queries", type=int, default=1,
                     help="kv: distinct keys asked per training sequence (held-out sequences ask one)")
+    ap.add_argument("--adjacent", action="store_true", help="words task: the value right after its key")
+    ap.add_argument("--repeat", type=float, default=0.0,
+                    help="words task: share of plain-induction sequences in world words (the token task: 0.5)")
+    ap.add_argument("--gap", type=int, default=0, help="tokens task: filler tokens between key and value")
     ap.add_argument("--tag", default="recall")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-record", action="store_true")
@@ -256,11 +284,12 @@ def main() -> None:
     text_cfg = {k: v for k, v in text_cfg.items() if k not in ("model_type", "architectures")}
     if args.task == "words":
         tok = AutoProcessor.from_pretrained(args.base).tokenizer if args.tokenizer == "base" else WordTok()
-        train, held = examples(50_000, seed=0, queries=args.queries), examples(400, seed=1)
+        train = examples(50_000, seed=0, queries=args.queries, adjacent=args.adjacent, repeat=args.repeat)
+        held = examples(400, seed=1, adjacent=args.adjacent, repeat=args.repeat)
     else:
         tok = WordTok()
-        train, held = (token_examples(50_000, 0, tuple(args.keys), args.queries),
-                       token_examples(400, 1, tuple(args.keys)))  # scored on one query: no elimination
+        train, held = (token_examples(50_000, 0, tuple(args.keys), args.queries, args.gap),
+                       token_examples(400, 1, tuple(args.keys), gap=args.gap))  # scored on one query: no elimination
     figures: dict[str, float] = {}
     for size in args.sizes:
         figures.update({f"{size}.{k}": v for k, v in run(size, args, tok, text_cfg, train, held).items()})

@@ -89,6 +89,36 @@ def test_token_tasks_answer_from_the_prefix_and_queries_are_distinct():
     assert seen == {"repeat", "kv_tokens"}
 
 
+def test_gap_puts_fillers_between_key_and_value_in_listing_and_query():
+    for prefix, answer in token_examples(200, seed=7, queries=2, gap=2):
+        if task_of(prefix) != "kv_tokens":
+            continue
+        listing, *asked = prefix.split(" ? ")
+        pairs = [p.split() for p in listing.split(" , ")]
+        assert all(len(p) == 4 and p[1:3] == ["=", "="] for p in pairs)
+        assert asked[-1].split()[1:] == ["=", "="]  # the query ends on the fillers: the value is 3 tokens on
+        assert dict((p[0], p[3]) for p in pairs)[asked[-1].split()[0]] == answer
+
+
+def test_adjacent_words_put_the_value_right_after_its_key():
+    seen = set()
+    for prefix, answer in examples(300, seed=8, queries=3, adjacent=True, repeat=0.3):
+        seen.add(task_of(prefix))
+        if task_of(prefix) == "repeat":  # "leaves rice ... | leaves rice" -> the next word
+            first, again = prefix.split(" | ")
+            assert first.split()[len(again.split())] == answer
+        elif task_of(prefix) == "option":  # "snail A\nfrog B\n...\nfrog" -> "B"
+            *lines, key = prefix.split("\n")
+            assert [ln.rsplit(" ", 1)[1] for ln in lines if ln.rsplit(" ", 1)[0] == key] == [answer]
+        else:  # "cod 3, nut 5 and fig 5. fig 5. cod" -> "3"
+            listing, *asked = prefix.split(". ")
+            table = dict(p.split() for p in listing.replace(" and ", ", ").split(", "))
+            assert all(table[a.split()[0]] == a.split()[1] for a in asked[:-1])
+            assert table[asked[-1]] == answer
+    assert seen == {"repeat", "option", "kv"}
+    assert examples(50, seed=8, queries=2) == examples(50, seed=8, queries=2, repeat=0.0)
+
+
 def test_word_tokenizer_gives_one_id_per_word():
     tok = WordTok()
     a = tok("k1 v3 , k1")["input_ids"]
