@@ -24,7 +24,12 @@ def make_world(root: Path, n_train: int = 24, n_eval: int = 6, size: int = 32) -
     """Stand-in prepared data: two colored bars per image; a numeric and a multiple-choice dataset."""
     from PIL import Image, ImageDraw
 
+    from vlmcot.images import ImagePolicy
+    from vlmcot.io import write_text
+    from vlmcot.pipeline.prepare import image_manifest
+
     rng = random.Random(0)
+    every: list[VQARecord] = []
     (root / "data/prepared/images").mkdir(parents=True, exist_ok=True)
     for split, n in (("train", n_train), ("eval", n_eval)):
         rows = []
@@ -48,6 +53,9 @@ def make_world(root: Path, n_train: int = 24, n_eval: int = 6, size: int = 32) -
                                   qtype="multiple_choice", split=split, metric="mc_accuracy",
                                   facts={"values": vals}, meta=meta))
         write_jsonl(root / f"data/prepared/{split}.jsonl", rows, sort_key="id")
+        every += rows
+    # the manifest the later stages depend on (dvc.yaml), in prepare's own format
+    write_text(root / "data/prepared/images.sha256", image_manifest(every, ImagePolicy(), root=root))
 
 
 def make_mixes(root: Path) -> None:

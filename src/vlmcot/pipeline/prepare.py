@@ -102,10 +102,11 @@ def load_hub(cfg: Config, out_dir: Path, metrics: dict[str, float]) -> list[VQAR
     return records
 
 
-def image_manifest(records: list[VQARecord], images: ImagePolicy) -> str:
-    """``sha256sum`` lines ("<hex>  <path>"), one per distinct image the records name, sorted by path:
-    ``sha256sum -c <out_dir>/images.sha256`` from the repo root checks the images against it."""
-    lines = [f"{hashlib.sha256(read_image(path, '.', images)).hexdigest()}  {path}"
+def image_manifest(records: list[VQARecord], images: ImagePolicy, root: str | Path = ".") -> str:
+    """``sha256sum`` lines ("<hex>  <path>"), one per distinct image the records name (relative paths
+    against ``root``, written as the records give them), sorted by path: ``sha256sum -c
+    <out_dir>/images.sha256`` from the repo root checks the images against it."""
+    lines = [f"{hashlib.sha256(read_image(path, root, images)).hexdigest()}  {path}"
              for path in sorted({r.image for r in records})]
     return "".join(f"{line}\n" for line in lines)
 
