@@ -57,7 +57,7 @@ class Config(StrictModel):
     max_bad_rate: float = Field(0.01, ge=0, le=1)
     # trainer settings (the paper's: lr 5e-6, vision 5e-7, batch 32, 1 epoch, cosine, warmup 0.03)
     train: TrainConfig = TrainConfig(learning_rate=1.5e-3, vision_learning_rate=3e-4, freeze_vision_tower=True, bf16=True,
-                                      max_length=384)
+                                      num_train_epochs=3, max_length=384)
     # process launch (single process on CPU; 8 under accelerate + DeepSpeed at paper scale)
     launch: LaunchConfig = LaunchConfig()
 
