@@ -85,7 +85,27 @@ def test_spread_from_run_directories_markdown(tmp_path, capsys):
             "weighted_voting_beats_majority": {"verdict": "not measured", "note": "no rerank"}}))
     assert tool.main([str(tmp_path / "run0"), str(tmp_path / "run1")]) == 0
     out = capsys.readouterr().out
-    assert "over 2 experiments" in out and "| dpo_helps_cot | 2 | +1.00 | 0.71 | +0.50 | +1.50 |" in out
+    assert "over 2 experiments" in out and "| dpo_helps_cot | 2 | +1.00 | 0.71 | +0.50 | +1.50 | - | - |" in out
     assert "weighted_voting" not in out  # never measured: no row
     with pytest.raises(SystemExit, match="not found"):
         tool.main([str(tmp_path / "nowhere")])
+
+
+def test_runs_whose_interval_excludes_zero_are_counted(tmp_path, capsys):
+    """Each run's own paired 95% interval decides: above 0, below 0, or neither; a run without one counts
+    in neither but still in the mean."""
+    tool = _tool()
+    runs = {"s0": {"delta": 2.0, "ci_low": 0.5, "ci_high": 3.5},     # above 0
+            "s1": {"delta": 1.0, "ci_low": -0.5, "ci_high": 2.5},    # spans 0
+            "s2": {"delta": -3.0, "ci_low": -5.0, "ci_high": -1.0},  # below 0
+            "s3": 4.0}                                               # a headline number: no interval
+    for name, v in runs.items():
+        (tmp_path / name / "metrics").mkdir(parents=True)
+        (tmp_path / name / "metrics" / "claims.json").write_text(json.dumps({"dpo_helps_cot": v}))
+    assert tool.main([str(tmp_path / n) for n in runs] + ["--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["n"], row["mean"], row["with_ci"]) == (4, pytest.approx(1.0), 3)
+    assert row["above"] == [str(tmp_path / "s0")] and row["below"] == [str(tmp_path / "s2")]
+    assert tool.main([str(tmp_path / n) for n in runs]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| dpo_helps_cot"))
+    assert line.endswith(f"| 1/3 ({tmp_path / 's0'}) | 1/3 ({tmp_path / 's2'}) |")

@@ -10,7 +10,8 @@ outputs are committed files, not DVC metrics), or from the JSON itself where a m
 is declared. The baseline and workspace rows are left out when experiments exist (they repeat one of
 them), unless ``--all``. A directory argument means ``<dir>/metrics/claims.json``; a file argument is read
 as is. Per claim it prints the experiments that measured it, mean, sample standard deviation, min and
-max of the delta (points). Local only: git and DVC's local state, no network, no DVC remote.
+max of the delta (points), and which experiments' own paired 95% interval (ci_low, ci_high in a full
+claims file) lies above or below 0. Local only: git and DVC's local state, no network, no DVC remote.
 """
 
 from __future__ import annotations
@@ -33,20 +34,32 @@ def git_show(rev: str, path: str) -> dict | None:
     return json.loads(r.stdout) if r.returncode == 0 else None
 
 
-def deltas(data: dict) -> dict[str, float]:
-    """{claim: delta} from a headline file (claim -> number) or a full one (claim -> {delta, ...})."""
+def summaries(data: dict) -> dict[str, dict]:
+    """{claim: {"delta": d, "ci": (low, high) or None}} from a headline file (claim -> number) or a full
+    one (claim -> {delta, ci_low, ci_high, ...}); claims without a numeric delta (not measured) are left out."""
     out = {}
     for name, v in data.items():
+        ci = None
         if isinstance(v, dict):
+            lo, hi = v.get("ci_low"), v.get("ci_high")
+            if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (lo, hi)):
+                ci = (float(lo), float(hi))
             v = v.get("delta")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[name] = float(v)
+            out[name] = {"delta": float(v), "ci": ci}
     return out
 
 
+def deltas(data: dict) -> dict[str, float]:
+    """{claim: delta} from a headline file (claim -> number) or a full one (claim -> {delta, ...})."""
+    return {c: s["delta"] for c, s in summaries(data).items()}
+
+
 def from_exp_show(exps: list[dict], path: str = CLAIMS, include_all: bool = False,
-                  read_rev: Callable[[str, str], dict | None] = git_show) -> dict[str, dict[str, float]]:
-    """{experiment name or rev: {claim: delta}} from the JSON of `dvc exp show --json`."""
+                  read_rev: Callable[[str, str], dict | None] = git_show, full: bool = False) -> dict[str, dict]:
+    """{experiment name or rev: {claim: delta}} from the JSON of `dvc exp show --json` (``full``: {claim:
+    :func:`summaries` entry}, intervals included)."""
+    parse = summaries if full else deltas
     top, children = {}, {}
 
     def read(state: dict, into: dict) -> None:
@@ -55,7 +68,7 @@ def from_exp_show(exps: list[dict], path: str = CLAIMS, include_all: bool = Fals
         declared = ((data.get("metrics") or {}).get(path) or {}).get("data")
         found = declared if isinstance(declared, dict) else (read_rev(rev, path) if rev and rev != "workspace" else None)
         if isinstance(found, dict):
-            into[state.get("name") or rev] = deltas(found)
+            into[state.get("name") or rev] = parse(found)
 
     for state in exps:
         read(state, top)
@@ -65,32 +78,48 @@ def from_exp_show(exps: list[dict], path: str = CLAIMS, include_all: bool = Fals
     return {**top, **children} if include_all or not children else children
 
 
-def from_paths(paths: list[str]) -> dict[str, dict[str, float]]:
+def from_paths(paths: list[str], full: bool = False) -> dict[str, dict]:
+    """{path: {claim: delta}} from run directories or claims files (``full``: as :func:`from_exp_show`)."""
+    parse = summaries if full else deltas
     out = {}
     for p in map(Path, paths):
         f = p / CLAIMS if p.is_dir() else p
         if not f.is_file():
             raise SystemExit(f"seed_spread: {f} not found (a run's directory, or a claims JSON file)")
-        out[str(p)] = deltas(json.loads(f.read_text(encoding="utf-8")))
+        out[str(p)] = parse(json.loads(f.read_text(encoding="utf-8")))
     return out
 
 
-def spread(runs: dict[str, dict[str, float]]) -> list[dict]:
+def spread(runs: dict[str, dict]) -> list[dict]:
+    """Per claim: runs measuring it, mean / sample sd / min / max of the delta, and the runs whose own 95%
+    interval excludes 0 (``above`` / ``below``; runs without an interval count in neither). ``runs`` maps a
+    run to {claim: delta} or to {claim: :func:`summaries` entry}."""
+    def entry(v):
+        return v if isinstance(v, dict) else {"delta": float(v), "ci": None}
+
     names = sorted({c for d in runs.values() for c in d})
     rows = []
     for c in names:
-        xs = [d[c] for d in runs.values() if c in d]
+        got = {run: entry(d[c]) for run, d in runs.items() if c in d}
+        xs = [e["delta"] for e in got.values()]
+        above = sorted(run for run, e in got.items() if e["ci"] is not None and e["ci"][0] > 0)
+        below = sorted(run for run, e in got.items() if e["ci"] is not None and e["ci"][1] < 0)
         rows.append({"claim": c, "n": len(xs), "mean": statistics.fmean(xs),
-                     "sd": statistics.stdev(xs) if len(xs) > 1 else math.nan, "min": min(xs), "max": max(xs)})
+                     "sd": statistics.stdev(xs) if len(xs) > 1 else math.nan, "min": min(xs), "max": max(xs),
+                     "with_ci": sum(e["ci"] is not None for e in got.values()), "above": above, "below": below})
     return rows
 
 
 def markdown(rows: list[dict], n_runs: int) -> str:
-    lines = [f"Claim deltas (points) over {n_runs} experiments: mean, sample sd, range", "",
-             "| claim | runs | mean | sd | min | max |", "|---|---|---|---|---|---|"]
+    lines = [f"Claim deltas (points) over {n_runs} experiments: mean, sample sd, range, and the experiments whose"
+             " own paired 95% interval lies above / below 0 (of those that carry an interval)", "",
+             "| claim | runs | mean | sd | min | max | CI above 0 | CI below 0 |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sd = "-" if math.isnan(r["sd"]) else f"{r['sd']:.2f}"
-        lines.append(f"| {r['claim']} | {r['n']} | {r['mean']:+.2f} | {sd} | {r['min']:+.2f} | {r['max']:+.2f} |")
+        side = [f"{len(r[k])}/{r['with_ci']}" + (f" ({', '.join(r[k])})" if r[k] else "") if r["with_ci"] else "-"
+                for k in ("above", "below")]
+        lines.append(f"| {r['claim']} | {r['n']} | {r['mean']:+.2f} | {sd} | {r['min']:+.2f} | {r['max']:+.2f} "
+                     f"| {side[0]} | {side[1]} |")
     return "\n".join(lines) + "\n"
 
 
@@ -105,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.paths and args.exp_show:
         ap.error("give run paths or --exp-show, not both")
     if args.paths:
-        runs = from_paths(args.paths)
+        runs = from_paths(args.paths, full=True)
     else:
         if args.exp_show == "-":
             text = sys.stdin.read()
@@ -113,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             text = Path(args.exp_show).read_text(encoding="utf-8")
         else:
             text = subprocess.run(["dvc", "exp", "show", "--json"], check=True, capture_output=True, text=True).stdout
-        runs = from_exp_show(json.loads(text), args.path, args.all)
+        runs = from_exp_show(json.loads(text), args.path, args.all, full=True)
     if not runs:
         print(f"seed_spread: no experiment has {args.path}", file=sys.stderr)
         return 1
