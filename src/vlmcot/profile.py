@@ -18,6 +18,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
 from vlmcot.config import ConfigError, load_params, parse_section
+from vlmcot.params_style import restyle
 
 
 def _yaml() -> YAML:
@@ -61,7 +62,9 @@ def apply_profile(params_path: str | Path, profile_path: str | Path) -> str:
     _merge(base, over)
     buf = io.StringIO()
     y.dump(base, buf)
-    return buf.getvalue()
+    # in the layout `dvc exp run -S` writes back (flow lists of the overlay made block, ...): otherwise a
+    # user's first experiment on the profile rewrites the whole file and its params diff is every line
+    return restyle(buf.getvalue())
 
 
 def validate_params(path: str | Path) -> dict[str, Any]:
