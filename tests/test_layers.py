@@ -23,7 +23,7 @@ SRC = ROOT / "src"
 LAYERS: dict[str, list[str]] = {
     # shared by everything, knows no domain: errors, params/configs, files, record contracts, MLflow
     "plumbing": ["vlmcot", "vlmcot.errors", "vlmcot.config", "vlmcot.io", "vlmcot.records", "vlmcot.images",
-                 "vlmcot.tracking", "vlmcot.progress", "vlmcot.summary"],
+                 "vlmcot.tracking", "vlmcot.progress", "vlmcot.summary", "vlmcot.params_style"],
     # the data and its meaning: the embedded world, dataset adapters, prompts, answer extraction, metrics
     "data": ["vlmcot.world", "vlmcot.adapters", "vlmcot.sharegpt", "vlmcot.prompts", "vlmcot.answers",
              "vlmcot.metrics", "vlmcot.vlmevalkit_scoring"],
