@@ -23,20 +23,33 @@ def test_committed_params_are_a_fixed_point_of_dvcs_writer():
     assert _tool().dvc_rewrite(text) == text, "run: .venv/bin/python tools/dvc_style_params.py params.yaml"
 
 
-def test_set_param_changes_only_that_line(tmp_path):
-    copy = tmp_path / "params.yaml"
-    copy.write_text((ROOT / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
-    before = copy.read_text().splitlines()
-    apply_overrides(copy, ["dpo.train.beta=0.2"])  # what `dvc exp run -S dpo.train.beta=0.2` does
-    changed = [d for d in difflib.unified_diff(before, copy.read_text().splitlines(), lineterm="", n=0)
-               if d[:1] in "+-" and not d.startswith(("+++", "---"))]
-    assert changed == ["-    beta: 0.1", "+    beta: 0.2"]
+def _set_and_diff(params: Path, override: str) -> list[str]:
+    """The lines `dvc exp run -S <override>` changes in ``params`` ("-old" / "+new")."""
+    before = params.read_text(encoding="utf-8").splitlines()
+    apply_overrides(params, [override])  # what `dvc exp run -S` does
+    return [d for d in difflib.unified_diff(before, params.read_text(encoding="utf-8").splitlines(), lineterm="", n=0)
+            if d[:1] in "+-" and not d.startswith(("+++", "---"))]
 
 
-def test_restyle_keeps_comments_and_values(tmp_path):
+def _restyled(text: str) -> str:
+    """restyle(text), checked: same values, no comment lost, a fixed point of DVC's writer."""
     import yaml
 
     tool = _tool()
+    new = tool.restyle(text)
+    assert yaml.safe_load(new) == yaml.safe_load(text)
+    assert not tool.comments(text) - tool.comments(new)
+    assert tool.dvc_rewrite(new) == new
+    return new
+
+
+def test_set_param_changes_only_that_line(tmp_path):
+    copy = tmp_path / "params.yaml"
+    copy.write_text((ROOT / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    assert _set_and_diff(copy, "dpo.train.beta=0.2") == ["-    beta: 0.1", "+    beta: 0.2"]
+
+
+def test_restyle_keeps_comments_and_values():
     text = (
         "# header\n"
         "a:\n"
@@ -47,11 +60,7 @@ def test_restyle_keeps_comments_and_values(tmp_path):
         "  # z's comment\n"
         "  z: {p: 1, q: 2}\n"
     )
-    new = tool.restyle(text)
-    assert yaml.safe_load(new) == yaml.safe_load(text)
-    assert not tool.comments(text) - tool.comments(new)
-    assert tool.dvc_rewrite(new) == new
-    assert "y: # after a list: DVC's writer would drop this line" in new
+    assert "y: # after a list: DVC's writer would drop this line" in _restyled(text)
 
 
 def test_params_under_the_paper_profile_stay_a_fixed_point(tmp_path):
@@ -67,20 +76,14 @@ def test_params_under_the_paper_profile_stay_a_fixed_point(tmp_path):
         text = apply_profile(params, ROOT / "configs" / overlay)  # what `vlmcot profile` writes
         params.write_text(text, encoding="utf-8")
         assert _tool().dvc_rewrite(text) == text, f"params.yaml under configs/{overlay} is not DVC's layout"
-    before = params.read_text(encoding="utf-8").splitlines()
-    apply_overrides(params, ["dpo.train.beta=0.2"])
-    changed = [d for d in difflib.unified_diff(before, params.read_text().splitlines(), lineterm="", n=0)
-               if d[:1] in "+-" and not d.startswith(("+++", "---"))]
+    changed = _set_and_diff(params, "dpo.train.beta=0.2")
     assert [c[0] + c[1:].strip() for c in changed] == ["-beta: 0.1", "+beta: 0.2"]
 
 
-def test_restyle_moves_what_follows_a_list_of_mappings(tmp_path):
+def test_restyle_moves_what_follows_a_list_of_mappings():
     """A flow list of mappings (as configs/paper.yaml writes its sources) stores the comment and blank
     line after it inside its last item: restyle moves the comment to the next key and drops the blank
     line, so DVC's writer (which rewrites lists whole) has nothing left to drop."""
-    import yaml
-
-    tool = _tool()
     text = (
         "a:\n"
         "  srcs:\n"
@@ -92,7 +95,4 @@ def test_restyle_moves_what_follows_a_list_of_mappings(tmp_path):
         "b:\n"
         "  c: 1\n"
     )
-    new = tool.restyle(text)
-    assert yaml.safe_load(new) == yaml.safe_load(text)
-    assert tool.dvc_rewrite(new) == new
-    assert "evals:  # the benchmarks" in new
+    assert "evals:  # the benchmarks" in _restyled(text)
