@@ -39,15 +39,19 @@ def _git_runs(repo: Path, values: list[dict[str, float]]) -> list[str]:
     return revs
 
 
-def _exp_show(revs: list[str], declared: dict | None = None) -> list[dict]:
-    """What `dvc exp show --json` prints: the workspace, the baseline commit and its experiments."""
-    from dvc.repo.experiments.serialize import ExpRange, ExpState, SerializableExp
+def _exp_show(revs: list[str], declared: dict | None = None, states: dict[str, str] | None = None) -> list[dict]:
+    """What `dvc exp show --json` prints: the workspace, the baseline commit and its experiments
+    (``states``: rev -> executor state of a queued experiment; others finished in the queue)."""
+    from dvc.repo.experiments.serialize import ExpExecutor, ExpRange, ExpState, SerializableExp
+
+    def executor(rev):
+        return ExpExecutor(state=(states or {}).get(rev, "success"), name="dvc-task")
 
     def state(rev, name, metrics=None):
         metrics = {"metrics/paper/both.json": {"data": {"cot": 1}}, **(metrics or {})}
         return ExpState(rev=rev, name=name, data=SerializableExp(rev=rev, metrics=metrics))
 
-    exps = [ExpRange(revs=[state(r, f"seed{i}")]) for i, r in enumerate(revs)]
+    exps = [ExpRange(revs=[state(r, f"seed{i}")], executor=executor(r), name=f"seed{i}") for i, r in enumerate(revs)]
     baseline = state(revs[0], "main", declared)
     baseline.experiments = exps
     return json.loads(json.dumps([state("workspace", None).dumpd(), baseline.dumpd()], default=str))
@@ -109,3 +113,18 @@ def test_runs_whose_interval_excludes_zero_are_counted(tmp_path, capsys):
     assert tool.main([str(tmp_path / n) for n in runs]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| dpo_helps_cot"))
     assert line.endswith(f"| 1/3 ({tmp_path / 's0'}) | 1/3 ({tmp_path / 's2'}) |")
+
+
+def test_an_unfinished_experiment_is_not_a_seed(tmp_path, capsys, monkeypatch):
+    """While `dvc queue` still runs an experiment, `dvc exp show` lists it with its stash commit, which
+    holds the baseline's claims: counting it would add seed 0 a second time."""
+    tool = _tool()
+    revs = _git_runs(tmp_path, [{"dpo_helps_cot": 1.0}, {"dpo_helps_cot": 3.0}, {"dpo_helps_cot": 1.0}])
+    path = tmp_path / "exps.json"
+    path.write_text(json.dumps(_exp_show(revs, states={revs[2]: "running"})))
+    monkeypatch.chdir(tmp_path)
+    assert tool.main(["--exp-show", str(path), "--json"]) == 0
+    out = capsys.readouterr()
+    (row,) = json.loads(out.out)
+    assert (row["n"], row["mean"]) == (2, pytest.approx(2.0))
+    assert "skipping experiment seed2 (running)" in out.err

@@ -73,6 +73,13 @@ def from_exp_show(exps: list[dict], path: str = CLAIMS, include_all: bool = Fals
     for state in exps:
         read(state, top)
         for rng in state.get("experiments") or []:
+            # a queued, running or failed experiment has no results of its own: its rev is the stash
+            # commit, which holds the baseline's claims file, and would count seed 0 twice
+            run_state = (rng.get("executor") or {}).get("state")
+            if run_state not in (None, "success"):
+                name = rng.get("name") or next((c["name"] for c in rng.get("revs") or [] if c.get("name")), "?")
+                print(f"seed_spread: skipping experiment {name} ({run_state})", file=sys.stderr)
+                continue
             for child in rng.get("revs") or []:
                 read(child, children)
     return {**top, **children} if include_all or not children else children
