@@ -77,7 +77,7 @@ def test_spread_over_experiments_from_exp_show(tmp_path, capsys, monkeypatch):
     # a file declared as DVC metrics is taken from the JSON itself
     declared = _exp_show(revs[:1], {"metrics/claims.json": {"data": {"dpo_helps_cot": {"delta": 9.0}}}})
     runs = tool.from_exp_show(declared, include_all=True, read_rev=lambda rev, p: None)
-    assert runs == {"main": {"dpo_helps_cot": 9.0}}
+    assert runs == {"main": {"dpo_helps_cot": {"delta": 9.0, "ci": None}}}
 
 
 def test_spread_from_run_directories_markdown(tmp_path, capsys):

@@ -50,16 +50,9 @@ def summaries(data: dict) -> dict[str, dict]:
     return out
 
 
-def deltas(data: dict) -> dict[str, float]:
-    """{claim: delta} from a headline file (claim -> number) or a full one (claim -> {delta, ...})."""
-    return {c: s["delta"] for c, s in summaries(data).items()}
-
-
 def from_exp_show(exps: list[dict], path: str = CLAIMS, include_all: bool = False,
-                  read_rev: Callable[[str, str], dict | None] = git_show, full: bool = False) -> dict[str, dict]:
-    """{experiment name or rev: {claim: delta}} from the JSON of `dvc exp show --json` (``full``: {claim:
-    :func:`summaries` entry}, intervals included)."""
-    parse = summaries if full else deltas
+                  read_rev: Callable[[str, str], dict | None] = git_show) -> dict[str, dict[str, dict]]:
+    """{experiment name or rev: :func:`summaries` of its claims} from the JSON of `dvc exp show --json`."""
     top, children = {}, {}
 
     def read(state: dict, into: dict) -> None:
@@ -68,7 +61,7 @@ def from_exp_show(exps: list[dict], path: str = CLAIMS, include_all: bool = Fals
         declared = ((data.get("metrics") or {}).get(path) or {}).get("data")
         found = declared if isinstance(declared, dict) else (read_rev(rev, path) if rev and rev != "workspace" else None)
         if isinstance(found, dict):
-            into[state.get("name") or rev] = parse(found)
+            into[state.get("name") or rev] = summaries(found)
 
     for state in exps:
         read(state, top)
@@ -85,29 +78,24 @@ def from_exp_show(exps: list[dict], path: str = CLAIMS, include_all: bool = Fals
     return {**top, **children} if include_all or not children else children
 
 
-def from_paths(paths: list[str], full: bool = False) -> dict[str, dict]:
-    """{path: {claim: delta}} from run directories or claims files (``full``: as :func:`from_exp_show`)."""
-    parse = summaries if full else deltas
+def from_paths(paths: list[str]) -> dict[str, dict[str, dict]]:
+    """{path: :func:`summaries` of its claims} from run directories or claims files."""
     out = {}
     for p in map(Path, paths):
         f = p / CLAIMS if p.is_dir() else p
         if not f.is_file():
             raise SystemExit(f"seed_spread: {f} not found (a run's directory, or a claims JSON file)")
-        out[str(p)] = parse(json.loads(f.read_text(encoding="utf-8")))
+        out[str(p)] = summaries(json.loads(f.read_text(encoding="utf-8")))
     return out
 
 
-def spread(runs: dict[str, dict]) -> list[dict]:
+def spread(runs: dict[str, dict[str, dict]]) -> list[dict]:
     """Per claim: runs measuring it, mean / sample sd / min / max of the delta, and the runs whose own 95%
-    interval excludes 0 (``above`` / ``below``; runs without an interval count in neither). ``runs`` maps a
-    run to {claim: delta} or to {claim: :func:`summaries` entry}."""
-    def entry(v):
-        return v if isinstance(v, dict) else {"delta": float(v), "ci": None}
-
+    interval excludes 0 (``above`` / ``below``; runs without an interval count in neither)."""
     names = sorted({c for d in runs.values() for c in d})
     rows = []
     for c in names:
-        got = {run: entry(d[c]) for run, d in runs.items() if c in d}
+        got = {run: d[c] for run, d in runs.items() if c in d}
         xs = [e["delta"] for e in got.values()]
         above = sorted(run for run, e in got.items() if e["ci"] is not None and e["ci"][0] > 0)
         below = sorted(run for run, e in got.items() if e["ci"] is not None and e["ci"][1] < 0)
@@ -141,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.paths and args.exp_show:
         ap.error("give run paths or --exp-show, not both")
     if args.paths:
-        runs = from_paths(args.paths, full=True)
+        runs = from_paths(args.paths)
     else:
         if args.exp_show == "-":
             text = sys.stdin.read()
@@ -149,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             text = Path(args.exp_show).read_text(encoding="utf-8")
         else:
             text = subprocess.run(["dvc", "exp", "show", "--json"], check=True, capture_output=True, text=True).stdout
-        runs = from_exp_show(json.loads(text), args.path, args.all, full=True)
+        runs = from_exp_show(json.loads(text), args.path, args.all)
     if not runs:
         print(f"seed_spread: no experiment has {args.path}", file=sys.stderr)
         return 1

@@ -22,10 +22,9 @@ from vlmcot.params_style import restyle
 
 
 def _yaml() -> YAML:
-    y = YAML()  # round-trip: keeps comments and key order
+    # round-trip: keeps comments, key order and quotes; the layout written is DVC's (params_style.restyle)
+    y = YAML()
     y.preserve_quotes = True
-    y.width = 120
-    y.indent(mapping=2, sequence=4, offset=2)
     return y
 
 
