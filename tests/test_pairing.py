@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from vlmcot.pairing import build_pairs, drop_reason, first_words, select_pairs
+from vlmcot.pairing import build_pairs, dispersion, drop_reason, first_words, guessing_bound, select_pairs
 from vlmcot.records import Candidate, VQARecord
 
 
@@ -251,3 +251,43 @@ def test_space_unit_is_the_authors_split():
     assert first_words("a b", 5, "space") == "a b" and first_words("a b", None, "space") == "a b"
     with pytest.raises(ValueError, match="truncate unit"):
         first_words(text, 2, "words")
+
+
+# --- is the model guessing? -------------------------------------------------------------------
+
+
+def _outcomes(rates, n=8, seed=0):
+    rng = random.Random(seed)
+    return [(sum(rng.random() < p for _ in range(n)), n) for p in rates]
+
+
+def test_guessing_stays_under_the_bound_about_99_times_in_100():
+    # a model at chance on 4-option questions: every question right with probability 1/4
+    over = sum(dispersion(o) > guessing_bound(len(o)) for o in (_outcomes([0.25] * 400, seed=s) for s in range(300)))
+    assert over <= 9  # 1% nominal: 3 expected of 300; 9 is beyond 3 standard deviations
+
+
+def test_knowing_some_questions_is_over_the_bound():
+    # the same mean accuracy (~25%), but a third of the questions known well and the rest mostly missed
+    rates = [0.6 if i % 3 == 0 else 0.075 for i in range(400)]
+    o = _outcomes(rates)
+    assert dispersion(o) > 1.5 > guessing_bound(400)
+    assert dispersion([(0, 8), (0, 8)]) is None and dispersion([(8, 8), (8, 8)]) is None
+
+
+def test_pair_metrics_flag_the_guessed_dataset():
+    rng = random.Random(1)
+    recs, cands = {}, []
+    for ds, rates in (("sci", [0.25] * 200), ("chart", [0.7 if i % 2 else 0.05 for i in range(200)])):
+        for i, p in enumerate(rates):
+            qid = f"{ds}{i}"
+            mc = ds == "sci"
+            recs[qid] = _rec(qid, ds, qtype="multiple_choice" if mc else "numeric",
+                             choices=["a", "b", "c", "d"] if mc else None, answer="A" if mc else "7")
+            cands += _cands(qid, "".join("1" if rng.random() < p else "0" for _ in range(8)), ds)
+    _, stats = build_pairs(cands, recs, low=0.125, high=0.875, max_pairs_per_question=3, truncate_words=None,
+                           truncate_unit="whitespace", seed=0, prompt_style="paper", prompt_fn=_prompt)
+    m = stats.to_metrics()
+    assert m["sci.dispersion"] <= m["sci.dispersion_guess_bound"] < m["chart.dispersion"]
+    assert m["sci.chance_accuracy"] == 0.25 and "chart.chance_accuracy" not in m
+    assert "all.dispersion" not in m

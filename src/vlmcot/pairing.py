@@ -7,6 +7,11 @@ most ``max_pairs_per_question`` pairs (the paper: 3), and both sides are truncat
 ``truncate_words`` whitespace-separated words (the paper: 90), which often cuts the '### Answer:' line.
 That is the paper's choice; we keep it and report how often it happens.
 
+The window assumes a model that knows some questions and not others. Per dataset, ``dispersion`` says
+whether it does: a model that guesses (at chance on a multiple-choice set) answers every question
+correctly at one rate, so its per-question correct counts spread like one binomial and its chosen
+answers are right by luck; the pairs stage reports the statistic and warns at or under the 1% bound.
+
 Pairing is seeded per question (a hash of the seed and the question id), so the pairs of a question do
 not depend on the order of the input or on which other questions are present.
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import math
 import random
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -143,6 +149,32 @@ def select_pairs(chosen: list[str], rejected: list[str], k: int) -> list[tuple[i
     return picked
 
 
+def dispersion(outcomes: list[tuple[int, int]]) -> float | None:
+    """Pearson dispersion of per-question correct counts: sum_i (k_i - n_i p)^2 / (n_i p (1 - p)) / (Q - 1),
+    p the pooled sample accuracy, for ``outcomes`` = [(k_i correct, n_i samples)] of Q questions.
+
+    About 1 when every question is answered correctly at the same rate, which is what guessing gives
+    (a model at chance on a multiple-choice set): a correct sample then says nothing about the question
+    and a pair's chosen side is right by luck. Well above 1 when the model knows some questions and not
+    others, the case the paper's accuracy window selects from. None with fewer than 2 questions, or when
+    no sample (or every sample) is correct."""
+    total_k = sum(k for k, _ in outcomes)
+    total_n = sum(n for _, n in outcomes)
+    if len(outcomes) < 2 or total_n == 0 or total_k in (0, total_n):
+        return None
+    p = total_k / total_n
+    chi2 = sum((k - n * p) ** 2 / (n * p * (1 - p)) for k, n in outcomes if n)
+    return chi2 / (len(outcomes) - 1)
+
+
+def guessing_bound(questions: int, z: float = 2.326) -> float:
+    """The dispersion that one common rate exceeds with probability ~1% (z = 2.326) over ``questions``
+    questions: the chi-square(Q - 1) quantile (Wilson-Hilferty) over Q - 1. At or below it, the counts
+    are consistent with guessing."""
+    v = max(1, questions - 1)
+    return (1 - 2 / (9 * v) + z * math.sqrt(2 / (9 * v))) ** 3
+
+
 @dataclass
 class DatasetStats:
     questions: int = 0  # questions with at least one candidate
@@ -152,6 +184,8 @@ class DatasetStats:
     extract_failed: int = 0  # candidates with no extracted answer
     dropped: collections.Counter = field(default_factory=collections.Counter)
     accuracies: list[float] = field(default_factory=list)  # one per question that had a record
+    outcomes: list[tuple[int, int]] = field(default_factory=list)  # (correct, samples), same questions
+    chance: list[float] = field(default_factory=list)  # 1 / options, per multiple-choice question
     kept_accuracies: list[float] = field(default_factory=list)
     responses_truncated: int = 0  # pair sides shortened by truncation
     answer_cut: int = 0  # pair sides whose '### Answer:' line truncation removed
@@ -189,6 +223,13 @@ class PairStats:
             out[f"{ds}.candidates"] = s.candidates
             out[f"{ds}.kept_rate"] = round(s.kept / s.questions, 4) if s.questions else 0.0
             out[f"{ds}.mean_accuracy"] = round(sum(s.accuracies) / len(s.accuracies), 4) if s.accuracies else 0.0
+            if ds != "all":  # one common rate across datasets is not a hypothesis worth a number
+                phi = dispersion(s.outcomes)
+                if phi is not None:
+                    out[f"{ds}.dispersion"] = round(phi, 3)
+                    out[f"{ds}.dispersion_guess_bound"] = round(guessing_bound(len(s.outcomes)), 3)
+                if s.chance and len(s.chance) == len(s.outcomes):
+                    out[f"{ds}.chance_accuracy"] = round(sum(s.chance) / len(s.chance), 4)
             out[f"{ds}.extract_fail_rate"] = round(s.extract_failed / s.candidates, 4) if s.candidates else 0.0
             sides = 2 * s.pairs
             out[f"{ds}.truncated_rate"] = round(s.responses_truncated / sides, 4) if sides else 0.0
@@ -280,6 +321,9 @@ def build_pairs(
         n_correct = sum(c.correct for c in cands)
         acc = n_correct / len(cands)
         s.accuracies.append(acc)
+        s.outcomes.append((n_correct, len(cands)))
+        if rec.choices:
+            s.chance.append(1 / len(rec.choices))
         stats.sample_counts[len(cands)] += 1
         reason = drop_reason(n_correct, len(cands), low, high)
         if reason:

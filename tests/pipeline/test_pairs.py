@@ -100,3 +100,23 @@ def test_config_errors_name_the_key(workdir, capsys):
 def test_missing_input_is_a_stage_error(workdir, tracker):
     with pytest.raises(StageError, match="nope.jsonl"):
         stage.run(stage.Config(candidates="nope.jsonl"), tracker)
+
+
+def test_a_dataset_answered_at_chance_is_warned_about(tmp_path, monkeypatch, tracker, caplog):
+    import random
+
+    monkeypatch.chdir(tmp_path)
+    rng = random.Random(0)
+    recs, cands = [], []
+    for i in range(120):  # "sci": every question right with probability 1/4; "chart": half known, half not
+        for ds, p in (("sci", 0.25), ("chart", 0.8 if i % 2 else 0.05)):
+            qid = f"{ds}{i:03d}"
+            recs.append(_rec(qid, ds))
+            cands += [_cand(qid, ds, k, rng.random() < p) for k in range(8)]
+    write_jsonl("data/prepared/train.jsonl", recs)
+    write_jsonl("data/sample/train/candidates.jsonl", cands)
+    with caplog.at_level("WARNING", logger="vlmcot.pipeline.pairs"):
+        stage.run(stage.Config(low=0.125, high=0.875), tracker)
+    warned = [r.getMessage() for r in caplog.records if "guessing" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("sci:")
+    assert tracker.metrics["sci.dispersion"] <= tracker.metrics["sci.dispersion_guess_bound"]

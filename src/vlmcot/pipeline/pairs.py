@@ -108,6 +108,16 @@ def run(cfg: Config, tracker) -> None:
     hist = stats.histogram()
     write_csv(cfg.plot, hist)
 
+    for ds in sorted(stats.by_dataset):
+        phi, bound = metrics.get(f"{ds}.dispersion"), metrics.get(f"{ds}.dispersion_guess_bound")
+        if phi is not None and phi <= bound and metrics[f"{ds}.pairs"]:
+            chance = metrics.get(f"{ds}.chance_accuracy")
+            log.warning("%s: every question is answered correctly at about one rate (dispersion %.2f <= %.2f over %d "
+                        "questions; sample accuracy %.1f%%%s), as guessing would be: the chosen side of its %d pairs is "
+                        "likely right by luck. Sample a stronger model, or leave the dataset out of "
+                        "sample.items.<item>.datasets.", ds, phi, bound, metrics[f"{ds}.questions"],
+                        100 * metrics[f"{ds}.mean_accuracy"],
+                        f", chance {100 * chance:.1f}%" if chance is not None else "", metrics[f"{ds}.pairs"])
     tracker.log_metrics(metrics)
     for k, row in enumerate(hist):  # the histogram as a stepped series: step k = accuracy k/N
         tracker.log_metrics({"hist.questions": row["questions"], "hist.kept": row["kept"]}, step=k)

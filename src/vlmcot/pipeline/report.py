@@ -123,8 +123,13 @@ def build_report(cfg: Config) -> tuple[str, list[Path]]:
     md.append("## DPO pairs and training\n")
     if Path(cfg.pairs_metrics).is_file():
         md.append(R.counts_table(read_json(cfg.pairs_metrics),
-                                 [("questions", "questions"), ("mean_accuracy", "sample acc"), ("kept", "kept"),
+                                 [("questions", "questions"), ("mean_accuracy", "sample acc"),
+                                  ("chance_accuracy", "chance"), ("dispersion", "dispersion"),
+                                  ("dispersion_guess_bound", "guessing bound"), ("kept", "kept"),
                                   ("pairs", "pairs"), ("answer_cut_rate", "answer cut")], total_key="all"))
+        md.append("Dispersion: how much more the per-question counts of correct samples spread than one common "
+                  "rate would (vlmcot.pairing.dispersion). At or under the guessing bound the model answers every "
+                  "question alike, as guessing does, and a chosen side is right by luck.\n")
     else:
         md.append(missing(cfg.pairs_metrics, "pairs"))
     if Path(cfg.dpo_metrics).is_file():

@@ -336,14 +336,6 @@ def per_question_rows(cfg: Config, rows: list[dict], records) -> list[dict]:
     return out
 
 
-def headline(cfg: Config, metrics: dict[str, float]) -> dict[str, float]:
-    """The DVC metrics headline: vlmcot.summary.rerank_summary, the primary verifier's majority, best-of-N
-    and weighted voting at the largest N (%). The other verifiers stay in ``metrics`` (`dvc metrics show
-    metrics/rerank.json`, the curves): two columns each would push `dvc metrics show` past 120 characters
-    (tests/e2e/test_readme_loop.py)."""
-    return rerank_summary(metrics)
-
-
 def write_curves(plots_dir: str | Path, curves: dict[str, dict]) -> list[Path]:
     """One ``rerank_<dataset>.csv`` per dataset. The label comes from the records: it is sanitised and
     the file checked to land inside ``plots_dir`` (a dataset called ``../../x`` must not write elsewhere)."""
@@ -436,6 +428,9 @@ def run(cfg: Config, tracker) -> None:
                 gap = statistics.fmean(good) - statistics.fmean(badr)
                 metrics[column(cfg, f"{ds}.reward_gap", name)] = round(gap, 6)
     write_json(cfg.metrics, metrics)
-    write_summary(cfg.summary, headline(cfg, metrics))
+    # the DVC metrics headline: the primary verifier's majority, best-of-N and weighted voting at the largest N;
+    # the other verifiers stay in `metrics` (two columns each would push `dvc metrics show` past 120 characters,
+    # tests/e2e/test_readme_loop.py)
+    write_summary(cfg.summary, rerank_summary(metrics))
     tracker.log_metrics(metrics)
     log.info("rerank: %s", {k: v for k, v in metrics.items() if k.startswith("avg.")})
