@@ -109,7 +109,7 @@ def main() -> None:
     from vlmcot.training.dpo import DPOTrainConfig, dpo_rows, train_dpo
 
     params = yaml.safe_load(Path("params.yaml").read_text())
-    ev = {"max_new_tokens": params["evaluate"].get("max_new_tokens", 128), **params["evaluate"]}
+    ev = {**params["evaluate"], "max_new_tokens": params["evaluate"]["generation"]["max_new_tokens"]}
     records = select_records(args.records, datasets=None, offset=args.offset, max_per_dataset=args.n,
                              max_bad_rate=0.0)
     strata = {r.id: r.dataset for r in records}

@@ -183,13 +183,17 @@ class DatasetStats:
     candidates: int = 0
     extract_failed: int = 0  # candidates with no extracted answer
     dropped: collections.Counter = field(default_factory=collections.Counter)
-    accuracies: list[float] = field(default_factory=list)  # one per question that had a record
-    outcomes: list[tuple[int, int]] = field(default_factory=list)  # (correct, samples), same questions
+    outcomes: list[tuple[int, int]] = field(default_factory=list)  # (correct, samples) per question that had a record
     chance: list[float] = field(default_factory=list)  # 1 / options, per multiple-choice question
     kept_accuracies: list[float] = field(default_factory=list)
     responses_truncated: int = 0  # pair sides shortened by truncation
     answer_cut: int = 0  # pair sides whose '### Answer:' line truncation removed
     identical_after_truncation: int = 0  # correct/incorrect texts that truncation made equal
+
+    @property
+    def accuracies(self) -> list[float]:
+        """Sample accuracy of each question that had a record."""
+        return [k / n for k, n in self.outcomes]
 
 
 @dataclass
@@ -208,7 +212,7 @@ class PairStats:
                          "answer_cut", "identical_after_truncation"):
                 setattr(t, name, getattr(t, name) + getattr(s, name))
             t.dropped.update(s.dropped)
-            t.accuracies.extend(s.accuracies)
+            t.outcomes.extend(s.outcomes)
             t.kept_accuracies.extend(s.kept_accuracies)
         return t
 
@@ -320,7 +324,6 @@ def build_pairs(
             continue
         n_correct = sum(c.correct for c in cands)
         acc = n_correct / len(cands)
-        s.accuracies.append(acc)
         s.outcomes.append((n_correct, len(cands)))
         if rec.choices:
             s.chance.append(1 / len(rec.choices))
